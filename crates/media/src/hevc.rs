@@ -1,0 +1,295 @@
+//! HEVC bitstream syntax that the index needs and FFmpeg does not expose:
+//! NAL unit types, the few SPS/PPS fields that locate a slice's picture order
+//! count, and the picture-order-count rules of ITU-T H.265 §8.3.1.
+//!
+//! Raw Annex-B streams carry no timestamps, so presentation order has to be
+//! recovered from the POC; MP4 tracks use this only to read the stream's
+//! dimensions and reorder depth from `hvcC`.
+
+use crate::bits::{unescape_rbsp, BitReader};
+use anyhow::{bail, Context, Result};
+
+pub const NAL_BLA_W_LP: u8 = 16;
+pub const NAL_IDR_W_RADL: u8 = 19;
+pub const NAL_IDR_N_LP: u8 = 20;
+pub const NAL_CRA: u8 = 21;
+pub const NAL_VPS: u8 = 32;
+pub const NAL_SPS: u8 = 33;
+pub const NAL_PPS: u8 = 34;
+pub const NAL_AUD: u8 = 35;
+pub const NAL_EOS: u8 = 36;
+pub const NAL_EOB: u8 = 37;
+pub const NAL_SEI_PREFIX: u8 = 39;
+
+/// The 6-bit `nal_unit_type` from a NAL unit's two-byte header.
+pub fn nal_type(nal: &[u8]) -> u8 {
+    nal.first().map_or(u8::MAX, |byte| (byte >> 1) & 0x3f)
+}
+
+/// `nuh_temporal_id_plus1 - 1`.
+pub fn temporal_id(nal: &[u8]) -> u8 {
+    nal.get(1).map_or(0, |byte| (byte & 7).saturating_sub(1))
+}
+
+pub fn is_vcl(nal_type: u8) -> bool {
+    nal_type < 32
+}
+
+pub fn is_irap(nal_type: u8) -> bool {
+    (16..=23).contains(&nal_type)
+}
+
+pub fn is_idr(nal_type: u8) -> bool {
+    nal_type == NAL_IDR_W_RADL || nal_type == NAL_IDR_N_LP
+}
+
+/// RADL or RASL: a leading picture of the IRAP before it in decode order.
+pub fn is_leading(nal_type: u8) -> bool {
+    (6..=9).contains(&nal_type)
+}
+
+/// Sub-layer non-reference pictures (`*_N` types below 16).
+fn is_sub_layer_non_reference(nal_type: u8) -> bool {
+    nal_type < 16 && nal_type % 2 == 0
+}
+
+/// Whether a VCL NAL unit starts a new picture (`first_slice_segment_in_pic_flag`).
+pub fn starts_picture(nal: &[u8]) -> bool {
+    is_vcl(nal_type(nal)) && nal.get(2).is_some_and(|byte| byte & 0x80 != 0)
+}
+
+/// The sequence parameter set fields this project uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sps {
+    pub id: u32,
+    pub chroma_format_idc: u32,
+    pub separate_colour_plane: bool,
+    /// Display size, after the conformance window crop.
+    pub width: u32,
+    pub height: u32,
+    pub bit_depth_luma: u32,
+    pub log2_max_poc_lsb: u32,
+    /// `sps_max_num_reorder_pics` of the highest sub-layer.
+    pub max_num_reorder: u32,
+}
+
+/// The picture parameter set fields needed to reach `slice_pic_order_cnt_lsb`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pps {
+    pub id: u32,
+    pub sps_id: u32,
+    pub output_flag_present: bool,
+    pub num_extra_slice_header_bits: u32,
+}
+
+fn skip_profile_tier_level(reader: &mut BitReader, max_sub_layers_minus1: u32) -> Result<()> {
+    reader.skip(88 + 8)?; // general profile (88 bits) + general_level_idc
+    let mut sub_layer_flags = Vec::new();
+    for _ in 0..max_sub_layers_minus1 {
+        sub_layer_flags.push((reader.bit()?, reader.bit()?));
+    }
+    if max_sub_layers_minus1 > 0 {
+        reader.skip(2 * (8 - max_sub_layers_minus1 as usize))?;
+    }
+    for (profile_present, level_present) in sub_layer_flags {
+        if profile_present {
+            reader.skip(88)?;
+        }
+        if level_present {
+            reader.skip(8)?;
+        }
+    }
+    Ok(())
+}
+
+/// Parses an SPS NAL unit (with its two-byte header, escaped as in the stream).
+pub fn parse_sps(nal: &[u8]) -> Result<Sps> {
+    if nal_type(nal) != NAL_SPS || nal.len() < 3 {
+        bail!("not an SPS NAL unit");
+    }
+    let rbsp = unescape_rbsp(&nal[2..]);
+    let mut r = BitReader::new(&rbsp);
+    r.skip(4)?; // sps_video_parameter_set_id
+    let max_sub_layers_minus1 = r.bits(3)?;
+    r.skip(1)?; // sps_temporal_id_nesting_flag
+    skip_profile_tier_level(&mut r, max_sub_layers_minus1)?;
+    let id = r.ue()?;
+    let chroma_format_idc = r.ue()?;
+    if chroma_format_idc > 3 {
+        bail!("invalid chroma_format_idc {chroma_format_idc}");
+    }
+    let separate_colour_plane = chroma_format_idc == 3 && r.bit()?;
+    let coded_width = r.ue()?;
+    let coded_height = r.ue()?;
+    let (mut crop_x, mut crop_y) = (0u32, 0u32);
+    if r.bit()? {
+        let sub_width = if matches!(chroma_format_idc, 1 | 2) && !separate_colour_plane { 2 } else { 1 };
+        let sub_height = if chroma_format_idc == 1 && !separate_colour_plane { 2 } else { 1 };
+        let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+        crop_x = sub_width * (left.saturating_add(right));
+        crop_y = sub_height * (top.saturating_add(bottom));
+    }
+    let bit_depth_luma = r.ue()? + 8;
+    let _bit_depth_chroma = r.ue()? + 8;
+    let log2_max_poc_lsb = r.ue()? + 4;
+    if log2_max_poc_lsb > 16 {
+        bail!("invalid log2_max_pic_order_cnt_lsb {log2_max_poc_lsb}");
+    }
+    let ordering_info_present = r.bit()?;
+    let first = if ordering_info_present { 0 } else { max_sub_layers_minus1 };
+    let mut max_num_reorder = 0;
+    for _ in first..=max_sub_layers_minus1 {
+        let _max_dec_pic_buffering_minus1 = r.ue()?;
+        max_num_reorder = r.ue()?;
+        let _max_latency_increase_plus1 = r.ue()?;
+    }
+    Ok(Sps {
+        id,
+        chroma_format_idc,
+        separate_colour_plane,
+        width: coded_width.saturating_sub(crop_x),
+        height: coded_height.saturating_sub(crop_y),
+        bit_depth_luma,
+        log2_max_poc_lsb,
+        max_num_reorder,
+    })
+}
+
+/// Parses a PPS NAL unit (with its two-byte header).
+pub fn parse_pps(nal: &[u8]) -> Result<Pps> {
+    if nal_type(nal) != NAL_PPS || nal.len() < 3 {
+        bail!("not a PPS NAL unit");
+    }
+    let rbsp = unescape_rbsp(&nal[2..]);
+    let mut r = BitReader::new(&rbsp);
+    let id = r.ue()?;
+    let sps_id = r.ue()?;
+    let _dependent_slice_segments_enabled = r.bit()?;
+    let output_flag_present = r.bit()?;
+    let num_extra_slice_header_bits = r.bits(3)?;
+    Ok(Pps { id, sps_id, output_flag_present, num_extra_slice_header_bits })
+}
+
+/// What the first slice segment of a picture says about its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceInfo {
+    pub pps_id: u32,
+    pub poc_lsb: u32,
+    pub pic_output: bool,
+}
+
+/// Reads a first slice segment header up to `slice_pic_order_cnt_lsb`.
+/// `lookup` finds the PPS and its SPS by PPS id.
+pub fn parse_first_slice<'p>(
+    nal: &[u8],
+    lookup: impl Fn(u32) -> Option<(&'p Pps, &'p Sps)>,
+) -> Result<SliceInfo> {
+    let kind = nal_type(nal);
+    if !starts_picture(nal) {
+        bail!("not the first slice segment of a picture");
+    }
+    // The slice header is short; never unescape a whole multi-megabyte slice.
+    let rbsp = unescape_rbsp(&nal[2..nal.len().min(64)]);
+    let mut r = BitReader::new(&rbsp);
+    r.skip(1)?; // first_slice_segment_in_pic_flag
+    if is_irap(kind) {
+        r.skip(1)?; // no_output_of_prior_pics_flag
+    }
+    let pps_id = r.ue()?;
+    let (pps, sps) = lookup(pps_id).with_context(|| format!("slice refers to unknown PPS {pps_id}"))?;
+    r.skip(pps.num_extra_slice_header_bits as usize)?;
+    let _slice_type = r.ue()?;
+    let pic_output = if pps.output_flag_present { r.bit()? } else { true };
+    if sps.separate_colour_plane {
+        r.skip(2)?;
+    }
+    let poc_lsb = if is_idr(kind) { 0 } else { r.bits(sps.log2_max_poc_lsb)? };
+    Ok(SliceInfo { pps_id, poc_lsb, pic_output })
+}
+
+/// Picture order count across a stream (H.265 §8.3.1), plus a coded video
+/// sequence counter so that presentation order survives POC resets.
+#[derive(Debug, Default)]
+pub struct PocTracker {
+    prev_tid0_poc: i32,
+    sequence: u32,
+    started: bool,
+    after_end_of_sequence: bool,
+}
+
+impl PocTracker {
+    /// Notes an end-of-sequence NAL unit: the next CRA starts a new sequence.
+    pub fn end_of_sequence(&mut self) {
+        self.after_end_of_sequence = true;
+    }
+
+    /// Returns `(coded video sequence number, POC)` of the next picture.
+    pub fn next(&mut self, nal: &[u8], slice: &SliceInfo, log2_max_poc_lsb: u32) -> (u32, i32) {
+        let kind = nal_type(nal);
+        let new_sequence = is_irap(kind) && (kind != NAL_CRA || !self.started || self.after_end_of_sequence);
+        if new_sequence && self.started {
+            self.sequence += 1;
+        }
+        self.started = true;
+        self.after_end_of_sequence = false;
+        let max_lsb = 1i32 << log2_max_poc_lsb;
+        let lsb = slice.poc_lsb as i32;
+        let msb = if new_sequence {
+            0
+        } else {
+            let prev_lsb = self.prev_tid0_poc.rem_euclid(max_lsb);
+            let prev_msb = self.prev_tid0_poc - prev_lsb;
+            if lsb < prev_lsb && prev_lsb - lsb >= max_lsb / 2 {
+                prev_msb + max_lsb
+            } else if lsb > prev_lsb && lsb - prev_lsb > max_lsb / 2 {
+                prev_msb - max_lsb
+            } else {
+                prev_msb
+            }
+        };
+        let poc = msb + lsb;
+        if temporal_id(nal) == 0 && !is_leading(kind) && !is_sub_layer_non_reference(kind) {
+            self.prev_tid0_poc = poc;
+        }
+        (self.sequence, poc)
+    }
+}
+
+/// Splits an Annex-B buffer into NAL units (start codes removed).
+pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let starts: Vec<usize> = memchr::memmem::find_iter(data, b"\x00\x00\x01").map(|at| at + 3).collect();
+    let ends: Vec<usize> = starts.iter().skip(1).map(|&next| next - 3).chain([data.len()]).collect();
+    starts.into_iter().zip(ends).map(move |(start, end)| {
+        let mut nal = &data[start..end];
+        while let [rest @ .., 0] = nal {
+            nal = rest; // trailing zero bytes belong to the next start code
+        }
+        nal
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poc_wraps_forward() {
+        let sps = 4; // max lsb 16
+        let mut tracker = PocTracker::default();
+        let idr = [NAL_IDR_W_RADL << 1, 1, 0x80];
+        let trail = [1u8 << 1, 1, 0x80];
+        let slice = |lsb| SliceInfo { pps_id: 0, poc_lsb: lsb, pic_output: true };
+        assert_eq!(tracker.next(&idr, &slice(0), sps), (0, 0));
+        assert_eq!(tracker.next(&trail, &slice(8), sps), (0, 8));
+        assert_eq!(tracker.next(&trail, &slice(15), sps), (0, 15));
+        assert_eq!(tracker.next(&trail, &slice(2), sps), (0, 18));
+        assert_eq!(tracker.next(&idr, &slice(0), sps), (1, 0));
+    }
+
+    #[test]
+    fn splits_annexb() {
+        let data = [0, 0, 0, 1, 0x40, 1, 7, 0, 0, 1, 0x42, 1, 0, 0, 0, 1, 0x26, 1];
+        let nals: Vec<&[u8]> = annexb_nals(&data).collect();
+        assert_eq!(nals, vec![&[0x40, 1, 7][..], &[0x42, 1][..], &[0x26, 1][..]]);
+    }
+}

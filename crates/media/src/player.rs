@@ -1,0 +1,182 @@
+//! Seek logic: turns "give me the picture of sample N" into the shortest feed
+//! of samples to one long-lived decoder.
+//!
+//! The decoder is kept positioned: a later sample of the stream it is already
+//! decoding continues from where it stands (sequential playback costs one
+//! decode per frame); anything else resets it and starts at the sample's
+//! decode start (its IRAP, or the previous IRAP for open-GOP leading
+//! pictures). Output is matched by presentation timestamp, never by count,
+//! because B-frames come out in a different order than they go in. Recently
+//! output pictures are kept (bounded) so neighbours are not decoded twice.
+
+use crate::decoder::{share, Decoder, Threading};
+use crate::index::VideoIndex;
+use anyhow::{bail, ensure, Result};
+use bytes::Bytes;
+use ffmpeg_next::frame::Video;
+use std::collections::VecDeque;
+use std::ops::Range;
+
+/// Consecutive bytes of the object, starting at `offset`.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub offset: u64,
+    pub bytes: Bytes,
+}
+
+impl Span {
+    pub fn range(&self) -> Range<u64> {
+        self.offset..self.offset + self.bytes.len() as u64
+    }
+
+    fn slice(&self, range: Range<u64>) -> Option<&[u8]> {
+        let own = self.range();
+        (range.start >= own.start && range.end <= own.end)
+            .then(|| &self.bytes[(range.start - own.start) as usize..(range.end - own.start) as usize])
+    }
+}
+
+/// Why a picture could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The decoder never output the picture (e.g. a leading picture of the
+    /// stream's first IRAP, which has no references).
+    #[error("the frame cannot be reconstructed from the stream")]
+    NotDecodable,
+    #[error("{0}")]
+    Failed(#[from] anyhow::Error),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// Where the current run of decoding started.
+    started_at: u32,
+    /// The next sample to feed.
+    next: u32,
+    /// End of input was signalled; a reset is needed before feeding.
+    drained: bool,
+}
+
+pub struct Player {
+    decoder: Decoder,
+    position: Option<Position>,
+    kept: VecDeque<(i64, Video)>,
+    kept_bytes: usize,
+    keep_limit_bytes: usize,
+}
+
+/// Decoded pictures kept for neighbouring requests, at least this many.
+const MIN_KEPT_FRAMES: usize = 4;
+
+impl Player {
+    pub fn new(index: &VideoIndex, threads: Threading, keep_limit_bytes: usize) -> Result<Self> {
+        Ok(Self {
+            decoder: Decoder::new(&index.decoder, threads)?,
+            position: None,
+            kept: VecDeque::new(),
+            kept_bytes: 0,
+            keep_limit_bytes,
+        })
+    }
+
+    /// Byte range that must be in the span to decode sample `target`.
+    pub fn required_bytes(index: &VideoIndex, target: u32) -> Range<u64> {
+        let from = index.sample(target).decode_from.min(target);
+        let samples = &index.samples[from as usize..=target as usize];
+        let start = samples.iter().map(|s| s.offset).min().unwrap_or(0);
+        let end = samples.iter().map(|s| s.end()).max().unwrap_or(0);
+        start..end
+    }
+
+    /// Decodes sample `target` (decode-order position). `span` must cover
+    /// `required_bytes(index, target)`; bytes beyond it let the decoder run
+    /// ahead instead of draining, which keeps it positioned for the next frame.
+    pub fn picture(&mut self, index: &VideoIndex, target: u32, span: &Span) -> Result<Video, DecodeError> {
+        let sample = *index.sample(target);
+        if let Some(frame) = self.take_kept(sample.pts) {
+            return Ok(frame);
+        }
+        let start = sample.decode_from.min(target);
+        let resumable = self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start);
+        if resumable {
+            if let Some(frame) = self.run(index, target, span, false)? {
+                return Ok(frame);
+            }
+        }
+        self.run(index, target, span, true)?.ok_or(DecodeError::NotDecodable)
+    }
+
+    fn run(&mut self, index: &VideoIndex, target: u32, span: &Span, restart: bool) -> Result<Option<Video>> {
+        let target_pts = index.sample(target).pts;
+        if restart {
+            self.decoder.reset();
+            let start = index.sample(target).decode_from.min(target);
+            self.position = Some(Position { started_at: start, next: start, drained: false });
+        }
+        let result = self.feed_until(index, target_pts, target, span);
+        if result.is_err() {
+            self.position = None; // state unknown after an error: restart next time
+        }
+        result
+    }
+
+    fn feed_until(&mut self, index: &VideoIndex, target_pts: i64, target: u32, span: &Span) -> Result<Option<Video>> {
+        let mut position = self.position.expect("run sets the position");
+        loop {
+            if let Some(frame) = self.take_kept(target_pts) {
+                self.position = Some(position);
+                return Ok(Some(frame));
+            }
+            let next = index.samples.get(position.next as usize);
+            let bytes = next.and_then(|sample| span.slice(sample.offset..sample.end()));
+            match (next, bytes) {
+                (Some(sample), Some(bytes)) if !position.drained => {
+                    let pts = sample.pts;
+                    self.decoder.send(bytes, pts)?;
+                    position.next += 1;
+                }
+                (Some(_), None) if position.next <= target => {
+                    bail!("sample {} is not in the fetched bytes {:?}", position.next, span.range())
+                }
+                _ if !position.drained => {
+                    self.decoder.drain()?;
+                    position.drained = true;
+                }
+                _ => {
+                    self.receive_all();
+                    self.position = Some(position);
+                    return Ok(self.take_kept(target_pts));
+                }
+            }
+            self.receive_all();
+        }
+    }
+
+    fn receive_all(&mut self) {
+        while let Some(frame) = self.decoder.receive() {
+            let pts = frame.pts().unwrap_or(i64::MIN);
+            self.kept_bytes += frame_bytes(&frame);
+            self.kept.push_back((pts, frame));
+            while self.kept.len() > MIN_KEPT_FRAMES && self.kept_bytes > self.keep_limit_bytes {
+                let (_, old) = self.kept.pop_front().expect("non-empty");
+                self.kept_bytes -= frame_bytes(&old);
+            }
+        }
+    }
+
+    fn take_kept(&self, pts: i64) -> Option<Video> {
+        self.kept.iter().rev().find(|(kept_pts, _)| *kept_pts == pts).map(|(_, frame)| share(frame))
+    }
+}
+
+fn frame_bytes(frame: &Video) -> usize {
+    (0..frame.planes()).map(|plane| frame.data(plane).len()).sum()
+}
+
+/// Checks that a span covers what `picture` will need.
+pub fn check_span(index: &VideoIndex, target: u32, span: &Span) -> Result<()> {
+    let needed = Player::required_bytes(index, target);
+    let have = span.range();
+    ensure!(needed.start >= have.start && needed.end <= have.end, "span {have:?} does not cover {needed:?}");
+    Ok(())
+}

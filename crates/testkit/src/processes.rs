@@ -1,0 +1,176 @@
+//! Real processes for end-to-end tests: the bucket-streamer server and an
+//! S3-compatible server (`s3s-fs`), each on a free loopback port, killed when
+//! dropped. Also a minimal HTTP/1.1 client so tests need no HTTP library.
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// A child process killed on drop.
+pub struct Running {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Running {
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn log_file(name: &str, port: u16) -> Result<(PathBuf, std::fs::File)> {
+    let dir = crate::workspace_root().join("target/test-logs");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}-{port}.log"));
+    let file = std::fs::File::create(&path)?;
+    Ok((path, file))
+}
+
+fn wait_until_listening(running: &mut Running, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if !running.alive() {
+            let log = std::fs::read_to_string(&running.log).unwrap_or_default();
+            bail!("{what} exited during start-up:\n{log}");
+        }
+        if TcpStream::connect(("127.0.0.1", running.port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{what} did not listen on port {} within 30 s", running.port)
+}
+
+/// Starts the server binary with `args` (plus `--listen-addr`) and waits for it.
+pub fn start_server(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Running> {
+    let port = free_port();
+    let (log, file) = log_file("server", port)?;
+    let child = Command::new(binary)
+        .args(["serve", "--listen-addr", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("AWS_PROFILE")
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let mut running = Running { child, port, log };
+    wait_until_listening(&mut running, "the server")?;
+    Ok(running)
+}
+
+pub const S3_ACCESS_KEY: &str = "bucketstreamer";
+pub const S3_SECRET_KEY: &str = "bucketstreamer-secret";
+
+fn s3s_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("S3S_FS_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let mut candidates: Vec<PathBuf> =
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(|dir| dir.join("s3s-fs")).collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cargo/bin/s3s-fs"));
+    }
+    candidates.into_iter().find(|path| path.is_file()).context(
+        "s3s-fs is not installed: run `cargo install s3s-fs@0.14.1 --features binary --locked` (scripts/test does)",
+    )
+}
+
+/// Starts `s3s-fs` serving `root` (each sub-directory is a bucket), with SigV4 auth.
+pub fn start_s3(root: &Path) -> Result<Running> {
+    let port = free_port();
+    let (log, file) = log_file("s3s-fs", port)?;
+    let child = Command::new(s3s_binary()?)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
+        .arg(root)
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot start s3s-fs")?;
+    let mut running = Running { child, port, log };
+    wait_until_listening(&mut running, "s3s-fs")?;
+    Ok(running)
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_slice(&self.body).with_context(|| format!("not JSON: {}", self.text()))
+    }
+}
+
+/// `GET` over a fresh connection; `target` is the path and query.
+pub fn http_get(port: u16, target: &str) -> Result<HttpResponse> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no HTTP header end")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|line| line.split(' ').nth(1)).and_then(|s| s.parse().ok()).context("bad status")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Ok(HttpResponse { status, headers, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").context("bad chunk")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end])?.trim(), 16)?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
