@@ -11,28 +11,68 @@
 
 use crate::decoder::{share, Decoder, Threading};
 use crate::index::VideoIndex;
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, Result};
 use bytes::Bytes;
 use ffmpeg_next::frame::Video;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ops::Range;
 
-/// Consecutive bytes of the object, starting at `offset`.
-#[derive(Debug, Clone)]
+/// Consecutive bytes of the object, possibly fetched in several pieces
+/// (a span grows when a later frame of the same GOP is requested).
+#[derive(Debug, Clone, Default)]
 pub struct Span {
-    pub offset: u64,
-    pub bytes: Bytes,
+    pieces: Vec<(u64, Bytes)>,
 }
 
 impl Span {
-    pub fn range(&self) -> Range<u64> {
-        self.offset..self.offset + self.bytes.len() as u64
+    pub fn new(offset: u64, bytes: Bytes) -> Self {
+        Self { pieces: vec![(offset, bytes)] }
     }
 
-    fn slice(&self, range: Range<u64>) -> Option<&[u8]> {
+    /// Appends bytes that continue the span exactly where it ends.
+    pub fn extend(&mut self, bytes: Bytes) {
+        let end = self.range().end;
+        self.pieces.push((end, bytes));
+    }
+
+    pub fn range(&self) -> Range<u64> {
+        let start = self.pieces.first().map_or(0, |(offset, _)| *offset);
+        let end = self.pieces.last().map_or(0, |(offset, bytes)| offset + bytes.len() as u64);
+        start..end
+    }
+
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(|(_, bytes)| bytes.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn covers(&self, range: &Range<u64>) -> bool {
         let own = self.range();
-        (range.start >= own.start && range.end <= own.end)
-            .then(|| &self.bytes[(range.start - own.start) as usize..(range.end - own.start) as usize])
+        range.start >= own.start && range.end <= own.end
+    }
+
+    /// The bytes of `range`, borrowed when they sit in one piece.
+    fn slice(&self, range: Range<u64>) -> Option<Cow<'_, [u8]>> {
+        if !self.covers(&range) {
+            return None;
+        }
+        let within = |(offset, bytes): &(u64, Bytes)| range.start >= *offset && range.end <= offset + bytes.len() as u64;
+        if let Some((offset, bytes)) = self.pieces.iter().find(|piece| within(piece)) {
+            return Some(Cow::Borrowed(&bytes[(range.start - offset) as usize..(range.end - offset) as usize]));
+        }
+        let mut joined = Vec::with_capacity((range.end - range.start) as usize);
+        for (offset, bytes) in &self.pieces {
+            let piece = *offset..offset + bytes.len() as u64;
+            let (from, to) = (range.start.max(piece.start), range.end.min(piece.end));
+            if from < to {
+                joined.extend_from_slice(&bytes[(from - offset) as usize..(to - offset) as usize]);
+            }
+        }
+        Some(Cow::Owned(joined))
     }
 }
 
@@ -63,6 +103,7 @@ pub struct Player {
     kept: VecDeque<(i64, Video)>,
     kept_bytes: usize,
     keep_limit_bytes: usize,
+    decoded: u64,
 }
 
 /// Decoded pictures kept for neighbouring requests, at least this many.
@@ -76,6 +117,7 @@ impl Player {
             kept: VecDeque::new(),
             kept_bytes: 0,
             keep_limit_bytes,
+            decoded: 0,
         })
     }
 
@@ -132,7 +174,7 @@ impl Player {
             match (next, bytes) {
                 (Some(sample), Some(bytes)) if !position.drained => {
                     let pts = sample.pts;
-                    self.decoder.send(bytes, pts)?;
+                    self.decoder.send(&bytes, pts)?;
                     position.next += 1;
                 }
                 (Some(_), None) if position.next <= target => {
@@ -152,8 +194,14 @@ impl Player {
         }
     }
 
+    /// Pictures the decoder has produced since this player was created.
+    pub fn pictures_decoded(&self) -> u64 {
+        self.decoded
+    }
+
     fn receive_all(&mut self) {
         while let Some(frame) = self.decoder.receive() {
+            self.decoded += 1;
             let pts = frame.pts().unwrap_or(i64::MIN);
             self.kept_bytes += frame_bytes(&frame);
             self.kept.push_back((pts, frame));
@@ -171,12 +219,4 @@ impl Player {
 
 fn frame_bytes(frame: &Video) -> usize {
     (0..frame.planes()).map(|plane| frame.data(plane).len()).sum()
-}
-
-/// Checks that a span covers what `picture` will need.
-pub fn check_span(index: &VideoIndex, target: u32, span: &Span) -> Result<()> {
-    let needed = Player::required_bytes(index, target);
-    let have = span.range();
-    ensure!(needed.start >= have.start && needed.end <= have.end, "span {have:?} does not cover {needed:?}");
-    Ok(())
 }

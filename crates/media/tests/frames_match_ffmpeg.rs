@@ -24,7 +24,7 @@ fn check(fixture: &testkit::fixtures::Fixture) {
         let (position, _) = index.frame(frame).unwrap();
         let range = Player::required_bytes(&index, position);
         let bytes = source.read_range(range.start, range.end - range.start).unwrap();
-        let span = Span { offset: range.start, bytes: Bytes::from(bytes) };
+        let span = Span::new(range.start, Bytes::from(bytes));
         let picture = player
             .picture(&index, position, &span)
             .unwrap_or_else(|e| panic!("{} frame {frame}: {e}", fixture.name));

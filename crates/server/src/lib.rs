@@ -1,0 +1,67 @@
+//! The bucket-streamer server: serves decoded frames of HEVC videos in S3 or
+//! a local folder over a WebSocket and HTTP.
+//!
+//! `serve` wires the parts: storage (object_store) → channels (one per open
+//! video: index, decoder, fetched bytes) → sessions (one per WebSocket) and
+//! the HTTP routes.
+
+pub mod channel;
+pub mod channels;
+pub mod config;
+pub mod metrics;
+pub mod protocol;
+pub mod routes;
+pub mod session;
+pub mod storage;
+
+use anyhow::Context;
+use channels::Channels;
+use config::ServeArgs;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+/// What every request handler can reach.
+pub struct AppState {
+    pub args: ServeArgs,
+    pub channels: Channels,
+    pub sessions: Arc<AtomicUsize>,
+    pub metrics: PrometheusHandle,
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let storage = Arc::new(storage::Storage::from_args(&args)?);
+    let listener = tokio::net::TcpListener::bind(args.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
+    let address = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        channels: Channels::new(storage.clone(), args.max_open_videos),
+        sessions: Arc::new(AtomicUsize::new(0)),
+        metrics: metrics::install(),
+        args,
+    });
+    tracing::info!(%address, storage = %storage.url_of(&storage.parse_path("x")?).trim_end_matches('x'), "listening");
+    axum::serve(listener, routes::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -114,7 +114,7 @@ fn make(recipe: &Recipe, dir: &Path) -> Result<PathBuf> {
     }
     // Unique temporary name: parallel test processes may race to make the same file.
     let extension = Path::new(recipe.name).extension().and_then(|e| e.to_str()).unwrap_or("mp4");
-    let temporary = dir.join(format!(".{}.{}.{extension}", recipe.name, std::process::id()));
+    let temporary = crate::unique_temporary(dir, recipe.name).with_extension(extension);
     let mut command = Command::new("ffmpeg");
     command.args(["-v", "error", "-y", "-f", "lavfi", "-i", SOURCE]);
     if recipe.with_audio {

@@ -89,8 +89,46 @@ pub fn player_colour(info: &StreamInfo) -> (&'static str, &'static str) {
 }
 
 /// Every frame of the first video stream, in presentation order, as FFmpeg
-/// decodes and converts it to RGB, box-downscaled by `factor` to keep memory small.
+/// decodes and converts it to RGB, box-downscaled by `factor` to keep memory
+/// small. Cached on disk beside the fixtures, keyed by file name, size and factor.
 pub fn frames(path: &Path, factor: usize) -> Result<Vec<SmallImage>> {
+    let size = std::fs::metadata(path)?.len();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("video");
+    let cache_dir = crate::fixtures::fixtures_dir().join("reference");
+    let cache = cache_dir.join(format!("{name}.{size}.{factor}.rgb"));
+    if let Some(frames) = read_cache(&cache) {
+        return Ok(frames);
+    }
+    let frames = decode_frames(path, factor)?;
+    std::fs::create_dir_all(&cache_dir)?;
+    let temporary = crate::unique_temporary(&cache_dir, name);
+    let mut data = Vec::new();
+    for frame in &frames {
+        data.extend_from_slice(&(frame.width as u32).to_le_bytes());
+        data.extend_from_slice(&(frame.height as u32).to_le_bytes());
+        data.extend_from_slice(&frame.pixels);
+    }
+    std::fs::write(&temporary, data)?;
+    std::fs::rename(&temporary, &cache)?;
+    Ok(frames)
+}
+
+fn read_cache(path: &Path) -> Option<Vec<SmallImage>> {
+    let data = std::fs::read(path).ok()?;
+    let mut frames = Vec::new();
+    let mut rest = data.as_slice();
+    while rest.len() >= 8 {
+        let width = u32::from_le_bytes(rest[0..4].try_into().ok()?) as usize;
+        let height = u32::from_le_bytes(rest[4..8].try_into().ok()?) as usize;
+        let end = 8 + width * height * 3;
+        let pixels = rest.get(8..end)?.to_vec();
+        frames.push(SmallImage { width, height, pixels });
+        rest = &rest[end..];
+    }
+    (!frames.is_empty()).then_some(frames)
+}
+
+fn decode_frames(path: &Path, factor: usize) -> Result<Vec<SmallImage>> {
     let info = stream_info(path)?;
     let (matrix, range) = player_colour(&info);
     let filter = format!(

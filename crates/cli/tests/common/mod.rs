@@ -1,0 +1,156 @@
+//! Helpers shared by the end-to-end tests: storage roots filled with the
+//! fixtures, the real server binary, and the frame-by-frame comparison with
+//! FFmpeg's decode over a real WebSocket.
+#![allow(dead_code)]
+
+use anyhow::{bail, ensure, Context, Result};
+use rand::seq::SliceRandom;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use testkit::fixtures::Fixture;
+use testkit::image::{box_downscale, check_frame, factor_for};
+use testkit::processes::{http_get, Running};
+use testkit::ws::{Answer, Client};
+
+/// JPEG at the server's default quality 80 is well above this against FFmpeg's decode.
+pub const MIN_PSNR: f64 = 28.0;
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bucket-streamer"))
+}
+
+/// A fresh folder under target/test-data.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = testkit::workspace_root().join("target/test-data").join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Places `fixtures` under `root/videos/` (hard links where possible) and
+/// returns their storage keys.
+pub fn stock(root: &Path, fixtures: &[Fixture]) -> Vec<(String, Fixture)> {
+    let videos = root.join("videos");
+    std::fs::create_dir_all(&videos).unwrap();
+    fixtures
+        .iter()
+        .map(|fixture| {
+            let target = videos.join(&fixture.name);
+            if std::fs::hard_link(&fixture.path, &target).is_err() {
+                std::fs::copy(&fixture.path, &target).expect("copy fixture");
+            }
+            (format!("videos/{}", fixture.name), fixture.clone())
+        })
+        .collect()
+}
+
+pub fn start_local(root: &Path, extra: &[&str]) -> Running {
+    let mut args = vec!["--local-path", root.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    testkit::processes::start_server(&binary(), &args, &[]).expect("server starts")
+}
+
+/// One frame of the server's index, in presentation order.
+#[derive(Debug, Clone)]
+pub struct IndexFrame {
+    pub number: usize,
+    pub offset: u64,
+    pub irap_offset: u64,
+    pub size: u64,
+    pub keyframe: bool,
+}
+
+pub fn fetch_index(server: &Running, key: &str) -> Result<(Value, Vec<IndexFrame>)> {
+    let response = http_get(server.port, &format!("/api/v1/videos/{key}/index"))?;
+    ensure!(response.status == 200, "index of {key}: HTTP {} {}", response.status, response.text());
+    let body = response.json()?;
+    let frames = body["frames"]
+        .as_array()
+        .context("index has frames")?
+        .iter()
+        .map(|f| IndexFrame {
+            number: f["index"].as_u64().unwrap() as usize,
+            offset: f["offset"].as_u64().unwrap(),
+            irap_offset: f["irap_offset"].as_u64().unwrap(),
+            size: f["size"].as_u64().unwrap(),
+            keyframe: f["keyframe"].as_bool().unwrap(),
+        })
+        .collect();
+    Ok((body, frames))
+}
+
+/// Decodes a JPEG the way the reference frames were prepared.
+pub fn small_rgb(jpeg: &[u8], factor: usize) -> Result<testkit::image::SmallImage> {
+    let rgb = media::jpeg::decode_rgb(jpeg)?;
+    Ok(box_downscale(&rgb.pixels, rgb.width, rgb.height, factor))
+}
+
+/// Requests up to `max_frames` frames of `key` in random order over one
+/// WebSocket, in batches that mix the three ways of naming the IRAP
+/// (per request, per frame, not at all), and checks every answer against
+/// FFmpeg's decode of `fixture`: one answer per frame, in order, each frame
+/// closest to its own reference picture.
+pub fn verify_over_websocket(server: &Running, key: &str, fixture: &Fixture, max_frames: usize) -> Result<usize> {
+    let (_, index) = fetch_index(server, key)?;
+    let factor = factor_for(testkit::reference::stream_info(&fixture.path)?.width as usize);
+    let reference = testkit::reference::frames(&fixture.path, factor)?;
+    ensure!(index.len() == reference.len(), "{key}: index has {} frames, FFmpeg decodes {}", index.len(), reference.len());
+    let mut client = Client::connect(&server.ws_url())?;
+    let set = client.set_video(key)?;
+    ensure!(set["type"] == "VideoSet" && set["ok"] == true, "{key}: SetVideo answered {set}");
+    let mut order: Vec<usize> = (0..index.len()).collect();
+    order.shuffle(&mut rand::rng());
+    order.truncate(max_frames);
+    let batch_sizes = [1usize, 7, 3, 16, 2, 30];
+    let mut checked = 0;
+    let mut remaining = order.as_slice();
+    let mut round = 0;
+    while !remaining.is_empty() {
+        let (batch, rest) = remaining.split_at(batch_sizes[round % batch_sizes.len()].min(remaining.len()));
+        remaining = rest;
+        let request = match round % 3 {
+            0 => json!({"type": "RequestFrames", "frames": batch.iter().map(|&n| json!({
+                "offset": index[n].offset, "irap_offset": index[n].irap_offset, "index": n})).collect::<Vec<_>>()}),
+            1 => json!({"type": "RequestFrames", "frames": batch.iter().map(|&n| json!({
+                "offset": index[n].offset, "index": n})).collect::<Vec<_>>()}),
+            _ => {
+                let shared = index[batch[0]].irap_offset;
+                let frames: Vec<Value> = batch
+                    .iter()
+                    .map(|&n| {
+                        let mut frame = json!({"offset": index[n].offset, "index": n});
+                        if index[n].irap_offset != shared {
+                            frame["irap_offset"] = json!(index[n].irap_offset);
+                        }
+                        frame
+                    })
+                    .collect();
+                json!({"type": "RequestFrames", "irap_offset": shared, "frames": frames})
+            }
+        };
+        client.send_json(&request)?;
+        for &number in batch {
+            match client.receive_answer()? {
+                Answer::Frame { header, jpeg } => {
+                    ensure!(header["index"] == number, "{key}: expected frame {number} next, got {header}");
+                    ensure!(header["offset"] == index[number].offset, "{key}: wrong offset echoed in {header}");
+                    let small = small_rgb(&jpeg, factor)?;
+                    check_frame(&small, &reference, number, MIN_PSNR).map_err(|reason| anyhow::anyhow!("{key}: {reason}"))?;
+                    checked += 1;
+                }
+                Answer::Error(error) => bail!("{key}: frame {number} failed: {error}"),
+            }
+        }
+        round += 1;
+    }
+    Ok(checked)
+}
+
+/// Current value of a Prometheus counter (0 when not yet reported).
+pub fn metric(server: &Running, name: &str) -> f64 {
+    let text = http_get(server.port, "/metrics").expect("metrics").text();
+    text.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

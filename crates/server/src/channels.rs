@@ -1,0 +1,69 @@
+//! The process-wide set of open videos (channels), keyed by path. Opening is
+//! single-flight: sessions asking for the same video at once wait for one
+//! header read. The set is bounded; videos no session holds are closed first.
+
+use crate::channel::{Channel, OpenError};
+use crate::metrics::CHANNELS;
+use crate::storage::Storage;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+
+type Slot = Arc<OnceCell<Arc<Channel>>>;
+
+pub struct Channels {
+    storage: Arc<Storage>,
+    slots: Mutex<HashMap<String, Slot>>,
+    limit: usize,
+}
+
+impl Channels {
+    pub fn new(storage: Arc<Storage>, limit: usize) -> Self {
+        Self { storage, slots: Mutex::new(HashMap::new()), limit }
+    }
+
+    pub fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    /// The channel of `path`, opening the video if needed.
+    pub async fn open(&self, path: &str) -> Result<Arc<Channel>, OpenError> {
+        let path = self.storage.parse_path(path)?;
+        let slot = self.slot(&path.text)?;
+        let storage = self.storage.clone();
+        let opened = slot.get_or_try_init(|| async { Channel::open(storage, path.clone()).await.map(Arc::new) }).await;
+        match opened {
+            Ok(channel) => Ok(channel.clone()),
+            Err(error) => {
+                // Failed opens leave no entry behind (a later upload may succeed).
+                let mut slots = self.slots.lock().expect("channel map lock");
+                if slots.get(&path.text).is_some_and(|s| Arc::ptr_eq(s, &slot) && s.get().is_none()) {
+                    slots.remove(&path.text);
+                }
+                metrics::gauge!(CHANNELS).set(slots.len() as f64);
+                Err(error)
+            }
+        }
+    }
+
+    fn slot(&self, key: &str) -> Result<Slot, OpenError> {
+        let mut slots = self.slots.lock().expect("channel map lock");
+        if let Some(slot) = slots.get(key) {
+            return Ok(slot.clone());
+        }
+        if slots.len() >= self.limit {
+            // Close videos nobody holds: only this map refers to them.
+            slots.retain(|_, slot| Arc::strong_count(slot) > 1 || slot.get().is_some_and(|c| Arc::strong_count(c) > 1));
+        }
+        if slots.len() >= self.limit {
+            return Err(OpenError::Refused(format!(
+                "too many videos open in this process ({}); try again later",
+                self.limit
+            )));
+        }
+        let slot = Slot::default();
+        slots.insert(key.to_string(), slot.clone());
+        metrics::gauge!(CHANNELS).set(slots.len() as f64);
+        Ok(slot)
+    }
+}

@@ -1,0 +1,121 @@
+//! Server configuration: the Stage 1 flags and their environment variables,
+//! parsed by clap and checked before anything starts.
+
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageBackend {
+    /// A folder on this machine (the default; the demo uses ./data).
+    Local,
+    /// Amazon S3 or an S3-compatible server (MinIO, Ceph, ...).
+    S3,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
+    pub listen_addr: SocketAddr,
+
+    /// Where videos are read from.
+    #[arg(long, env = "STORAGE_BACKEND", value_enum, default_value_t = StorageBackend::Local)]
+    pub storage_backend: StorageBackend,
+
+    /// Root folder of the local backend; video paths are relative to it.
+    #[arg(long, env = "LOCAL_PATH", default_value = "./data")]
+    pub local_path: PathBuf,
+
+    /// Bucket of the S3 backend; video paths are keys in it.
+    #[arg(long, env = "S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// Only keys under this prefix are reachable (video paths are relative to it).
+    #[arg(long, env = "S3_PREFIX")]
+    pub s3_prefix: Option<String>,
+
+    /// AWS region (default: from the AWS environment, else us-east-1).
+    #[arg(long, env = "S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Endpoint of an S3-compatible server, e.g. http://127.0.0.1:9000 (path-style requests; plain HTTP allowed).
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Access key; without it the standard AWS credential chain is used.
+    #[arg(long, env = "S3_ACCESS_KEY")]
+    pub s3_access_key: Option<String>,
+
+    /// Secret key matching --s3-access-key.
+    #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+
+    /// JPEG quality of served frames, 1-100.
+    #[arg(long, env = "JPEG_QUALITY", default_value_t = 80, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
+
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Most WebSocket sessions at once; further upgrades get 503.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = 1024)]
+    pub max_sessions: usize,
+
+    /// Most frames one RequestFrames may ask for; the rest are answered with FrameError.
+    #[arg(long, env = "MAX_FRAMES_PER_REQUEST", default_value_t = 10_000)]
+    pub max_frames_per_request: usize,
+
+    /// Most frames waiting in one session's queue; more are answered with FrameError `queue_full`.
+    #[arg(long, env = "MAX_QUEUED_FRAMES", default_value_t = 20_000)]
+    pub max_queued_frames: usize,
+
+    /// Most videos open at once in this process (idle ones are closed first).
+    #[arg(long, env = "MAX_OPEN_VIDEOS", default_value_t = 256)]
+    pub max_open_videos: usize,
+
+    /// Largest WebSocket message accepted from a client, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+
+    /// Seconds before a storage request is abandoned (after retries).
+    #[arg(long, env = "STORAGE_TIMEOUT_SECS", default_value_t = 30)]
+    pub storage_timeout_secs: u64,
+}
+
+impl ServeArgs {
+    /// Checks combinations clap cannot express; the error is one line.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self.storage_backend {
+            StorageBackend::Local => {
+                anyhow::ensure!(
+                    self.local_path.is_dir(),
+                    "--local-path {} is not a folder (create it or point LOCAL_PATH elsewhere)",
+                    self.local_path.display()
+                );
+            }
+            StorageBackend::S3 => {
+                anyhow::ensure!(
+                    self.s3_bucket.as_deref().is_some_and(|b| !b.is_empty()),
+                    "--storage-backend s3 needs --s3-bucket (S3_BUCKET)"
+                );
+                anyhow::ensure!(
+                    self.s3_access_key.is_some() == self.s3_secret_key.is_some(),
+                    "--s3-access-key and --s3-secret-key must be given together"
+                );
+                if let Some(endpoint) = &self.s3_endpoint {
+                    anyhow::ensure!(
+                        endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+                        "--s3-endpoint must be an http:// or https:// URL, not {endpoint}"
+                    );
+                }
+            }
+        }
+        anyhow::ensure!(self.max_sessions > 0, "--max-sessions must be at least 1");
+        anyhow::ensure!(self.max_frames_per_request > 0, "--max-frames-per-request must be at least 1");
+        anyhow::ensure!(self.max_open_videos > 0, "--max-open-videos must be at least 1");
+        anyhow::ensure!(self.storage_timeout_secs > 0, "--storage-timeout-secs must be at least 1");
+        Ok(())
+    }
+}

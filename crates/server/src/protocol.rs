@@ -1,0 +1,165 @@
+//! The WebSocket wire contract (see docs/protocol.md): client commands are
+//! parsed leniently per frame, so one bad frame entry is answered on its own
+//! instead of losing the whole request; server messages serialise to the
+//! Stage 1 shapes with additive fields only.
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// A parsed client message.
+#[derive(Debug)]
+pub enum Command {
+    SetVideo { path: String },
+    RequestFrames { frames: Vec<FrameRequest> },
+}
+
+/// One requested frame. `label` is the client's `index`, echoed back.
+#[derive(Debug, Clone)]
+pub struct FrameRequest {
+    pub label: Value,
+    /// The frame's byte offset, or why the entry is unusable.
+    pub offset: Result<u64, String>,
+    pub irap_offset: Option<u64>,
+}
+
+impl FrameRequest {
+    /// The offset to echo in answers (0 when the entry had none).
+    pub fn echoed_offset(&self) -> u64 {
+        *self.offset.as_ref().unwrap_or(&0)
+    }
+}
+
+/// Parses one text message; the error is the `Error.message` to send.
+pub fn parse(text: &str) -> Result<Command, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("malformed message: {e}"))?;
+    let kind = match value.get("type") {
+        Some(Value::String(kind)) => kind.as_str(),
+        Some(_) => return Err("malformed message: \"type\" must be a string".into()),
+        None => return Err("malformed message: missing \"type\"".into()),
+    };
+    match kind {
+        "SetVideo" => match value.get("path") {
+            Some(Value::String(path)) => Ok(Command::SetVideo { path: path.clone() }),
+            _ => Err("invalid SetVideo: \"path\" must be a string".into()),
+        },
+        "RequestFrames" => parse_request_frames(&value),
+        other => Err(format!("unknown message type: {other}")),
+    }
+}
+
+fn optional_offset(value: Option<&Value>, field: &str) -> Result<Option<u64>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| format!("\"{field}\" must be a non-negative integer, not {v}")),
+    }
+}
+
+fn parse_request_frames(value: &Value) -> Result<Command, String> {
+    let Some(Value::Array(entries)) = value.get("frames") else {
+        return Err("invalid RequestFrames: \"frames\" must be an array".into());
+    };
+    let shared_irap = optional_offset(value.get("irap_offset"), "irap_offset");
+    let frames = entries
+        .iter()
+        .enumerate()
+        .map(|(position, entry)| {
+            let label = entry.get("index").cloned().unwrap_or(Value::from(position));
+            let offset = match entry.get("offset") {
+                Some(v) => v.as_u64().ok_or_else(|| format!("\"offset\" must be a non-negative integer, not {v}")),
+                None => Err("the frame has no \"offset\"".to_string()),
+            };
+            let irap = optional_offset(entry.get("irap_offset"), "irap_offset");
+            let (offset, irap_offset) = match (offset, irap, &shared_irap) {
+                (Err(e), _, _) | (_, Err(e), _) => (Err(e), None),
+                (Ok(_), Ok(None), Err(e)) => (Err(e.clone()), None),
+                (Ok(offset), Ok(own), Ok(shared)) => (Ok(offset), own.or(*shared)),
+                (Ok(offset), Ok(own), Err(_)) => (Ok(offset), own),
+            };
+            FrameRequest { label, offset, irap_offset }
+        })
+        .collect();
+    Ok(Command::RequestFrames { frames })
+}
+
+/// Messages the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type")]
+pub enum Reply {
+    VideoSet {
+        path: String,
+        ok: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        #[serde(flatten)]
+        video: Option<VideoSummary>,
+    },
+    Frame {
+        index: Value,
+        offset: u64,
+        size: usize,
+    },
+    FrameError {
+        index: Value,
+        offset: u64,
+        error: &'static str,
+        message: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Facts about a video sent with a successful `VideoSet`.
+#[derive(Debug, Serialize)]
+pub struct VideoSummary {
+    pub frame_count: usize,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: f64,
+    pub codec: &'static str,
+}
+
+impl Reply {
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).expect("replies serialise")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_irap_applies_unless_overridden() {
+        let text = r#"{"type":"RequestFrames","irap_offset":1000,
+            "frames":[{"offset":1500,"index":0},{"offset":2100,"irap_offset":2000,"index":1}]}"#;
+        let Command::RequestFrames { frames } = parse(text).unwrap() else { panic!() };
+        assert_eq!(frames[0].irap_offset, Some(1000));
+        assert_eq!(frames[1].irap_offset, Some(2000));
+        assert_eq!(frames[1].offset, Ok(2100));
+        assert_eq!(frames[1].label, Value::from(1));
+    }
+
+    #[test]
+    fn a_bad_entry_is_kept_for_its_own_answer() {
+        let text = r#"{"type":"RequestFrames","frames":[{"offset":-5,"index":7},{"offset":10}]}"#;
+        let Command::RequestFrames { frames } = parse(text).unwrap() else { panic!() };
+        assert!(frames[0].offset.is_err());
+        assert_eq!(frames[0].label, Value::from(7));
+        assert_eq!(frames[1].offset, Ok(10));
+        assert_eq!(frames[1].label, Value::from(1));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert!(parse("{").unwrap_err().starts_with("malformed message"));
+        assert_eq!(parse(r#"{"type":"Dance"}"#).unwrap_err(), "unknown message type: Dance");
+        assert!(parse(r#"{"type":"SetVideo"}"#).unwrap_err().contains("path"));
+    }
+
+    #[test]
+    fn video_set_failure_shape() {
+        let reply = Reply::VideoSet { path: "a.mp4".into(), ok: false, error: Some("nope".into()), video: None };
+        assert_eq!(reply.to_text(), r#"{"type":"VideoSet","path":"a.mp4","ok":false,"error":"nope"}"#);
+    }
+}

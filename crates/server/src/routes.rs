@@ -1,0 +1,174 @@
+//! HTTP surface: health probes, the WebSocket upgrade, the video listing,
+//! the frame index, single frames as JPEG and Prometheus metrics.
+
+use crate::channel::{Channel, FrameFailure, OpenError};
+use crate::session::{self, SessionSlot};
+use crate::storage::StorageError;
+use crate::AppState;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route("/ws", get(websocket))
+        .route("/api/v1/videos", get(list_videos))
+        .route("/api/v1/videos/{*rest}", get(video_resource))
+        .route("/api/v1/frame", get(frame))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// An HTTP error with a JSON body `{"error": code, "message": text}`.
+struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1, "message": self.2}))).into_response()
+    }
+}
+
+impl From<OpenError> for ApiError {
+    fn from(error: OpenError) -> Self {
+        let status = match &error {
+            OpenError::Storage(StorageError::InvalidPath { .. }) => StatusCode::BAD_REQUEST,
+            OpenError::Storage(StorageError::NotFound(_)) => StatusCode::NOT_FOUND,
+            OpenError::Storage(StorageError::Failed { .. }) => StatusCode::BAD_GATEWAY,
+            OpenError::NotVideo { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            OpenError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let code = match &error {
+            OpenError::Storage(storage) => storage.code(),
+            OpenError::NotVideo { .. } => "not_a_video",
+            OpenError::Refused(_) => "busy",
+        };
+        ApiError(status, code, error.to_string())
+    }
+}
+
+impl From<FrameFailure> for ApiError {
+    fn from(failure: FrameFailure) -> Self {
+        let status = match failure.code {
+            "not_a_frame" | "offset_out_of_range" => StatusCode::NOT_FOUND,
+            "invalid_irap" | "invalid_request" => StatusCode::BAD_REQUEST,
+            "storage_error" => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, failure.code, failure.message)
+    }
+}
+
+async fn websocket(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+    let Some(slot) = SessionSlot::acquire(&state.sessions, state.args.max_sessions) else {
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many sessions; try again later".into())
+            .into_response();
+    };
+    upgrade
+        .max_message_size(state.args.max_message_bytes)
+        .on_upgrade(move |socket| session::run(socket, state, slot))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    prefix: Option<String>,
+}
+
+const VIDEO_EXTENSIONS: [&str; 7] = ["mp4", "m4v", "mov", "h265", "hevc", "265", "mkv"];
+const LIST_LIMIT: usize = 10_000;
+
+async fn list_videos(State(state): State<Arc<AppState>>, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
+    let objects = state.channels.storage().list(query.prefix.as_deref(), LIST_LIMIT).await.map_err(OpenError::from)?;
+    let videos: Vec<_> = objects
+        .iter()
+        .filter(|meta| {
+            let name = meta.location.as_ref();
+            name.rsplit_once('.').is_some_and(|(_, ext)| VIDEO_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+        })
+        .map(|meta| json!({"path": meta.location.as_ref(), "size": meta.size, "last_modified": meta.last_modified}))
+        .collect();
+    Ok(Json(json!({"videos": videos, "truncated": objects.len() >= LIST_LIMIT})).into_response())
+}
+
+/// `/api/v1/videos/{path}/index`: the path may contain slashes.
+async fn video_resource(State(state): State<Arc<AppState>>, Path(rest): Path<String>) -> Result<Response, ApiError> {
+    let Some(path) = rest.strip_suffix("/index") else {
+        return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no resource /api/v1/videos/{rest}")));
+    };
+    let channel = state.channels.open(path).await?;
+    Ok(Json(index_json(&channel)).into_response())
+}
+
+/// The frame index in presentation order: a superset of the Stage 1 offsets file.
+fn index_json(channel: &Channel) -> serde_json::Value {
+    let index = &channel.index;
+    let timescale = f64::from(index.timescale);
+    // Times count from the first frame shown, as a player's clock does.
+    let first_pts = index.frame(0).map_or(0, |(_, sample)| sample.pts);
+    let frames: Vec<_> = index
+        .presentation_order
+        .iter()
+        .enumerate()
+        .map(|(number, &position)| {
+            let sample = index.sample(position);
+            json!({
+                "index": number,
+                "offset": sample.offset,
+                "irap_offset": index.sample(sample.irap).offset,
+                "size": sample.size,
+                "pts": sample.pts,
+                "time": (sample.pts - first_pts) as f64 / timescale,
+                "keyframe": sample.keyframe,
+            })
+        })
+        .collect();
+    json!({
+        "path": channel.path.text,
+        "video_url": channel.url,
+        "container": index.container,
+        "codec": index.codec,
+        "width": index.width,
+        "height": index.height,
+        "frame_rate": index.frame_rate(),
+        "timescale": index.timescale,
+        "frame_count": frames.len(),
+        "object_size": index.object_size,
+        "frames": frames,
+    })
+}
+
+#[derive(Deserialize)]
+struct FrameQuery {
+    video: String,
+    offset: Option<u64>,
+    irap_offset: Option<u64>,
+    /// Presentation-order frame number, an alternative to `offset`.
+    frame: Option<u32>,
+}
+
+async fn frame(State(state): State<Arc<AppState>>, Query(query): Query<FrameQuery>) -> Result<Response, ApiError> {
+    let channel = state.channels.open(&query.video).await?;
+    let position = match (query.offset, query.frame) {
+        (Some(offset), None) => channel.resolve(offset, query.irap_offset)?,
+        (None, Some(number)) => channel.index.frame(number).map(|(position, _)| position).ok_or_else(|| {
+            let count = channel.index.samples.len();
+            ApiError(StatusCode::NOT_FOUND, "not_a_frame", format!("frame {number} does not exist ({count} frames)"))
+        })?,
+        _ => {
+            return Err(ApiError(StatusCode::BAD_REQUEST, "invalid_request", "give exactly one of offset or frame".into()))
+        }
+    };
+    let jpeg = channel.jpeg(position, state.args.jpeg_quality).await?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response())
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}

@@ -1,0 +1,210 @@
+//! Where videos live: a local folder or an S3(-compatible) bucket, behind
+//! `object_store`. Owns path confinement (nothing outside the root or
+//! prefix is reachable), timeouts and retries, and the read counters that
+//! show what a frame costs in storage traffic.
+
+use crate::config::{ServeArgs, StorageBackend};
+use crate::metrics::{STORAGE_READ_BYTES, STORAGE_REQUESTS};
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("Video not found: {0}")]
+    NotFound(String),
+    #[error("storage error for {path}: {message}")]
+    Failed { path: String, message: String },
+}
+
+impl StorageError {
+    /// Short machine-readable reason for protocol answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StorageError::InvalidPath { .. } => "invalid_path",
+            StorageError::NotFound(_) => "not_found",
+            StorageError::Failed { .. } => "storage_error",
+        }
+    }
+}
+
+/// A video path that passed validation: relative, no `.`/`..`, no empty segments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VideoPath {
+    pub text: String,
+    location: ObjectPath,
+}
+
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    /// Canonical root of the local backend, for the symlink check.
+    local_root: Option<PathBuf>,
+    /// How a path is shown to users, e.g. `s3://bucket/prefix/`.
+    url_prefix: String,
+}
+
+impl Storage {
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
+        match args.storage_backend {
+            StorageBackend::Local => Self::local(&args.local_path),
+            StorageBackend::S3 => Self::s3(args),
+        }
+    }
+
+    pub fn local(root: &std::path::Path) -> anyhow::Result<Self> {
+        let root = root.canonicalize().map_err(|e| anyhow::anyhow!("local path {}: {e}", root.display()))?;
+        let store = LocalFileSystem::new_with_prefix(&root)?;
+        Ok(Self { store: Arc::new(store), url_prefix: format!("{}/", root.display()), local_root: Some(root) })
+    }
+
+    fn s3(args: &ServeArgs) -> anyhow::Result<Self> {
+        let bucket = args.s3_bucket.clone().unwrap_or_default();
+        let timeout = Duration::from_secs(args.storage_timeout_secs);
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&bucket)
+            .with_client_options(
+                ClientOptions::new().with_timeout(timeout).with_connect_timeout(Duration::from_secs(5)),
+            )
+            .with_retry(RetryConfig { max_retries: 3, retry_timeout: timeout, backoff: BackoffConfig::default() });
+        if let Some(region) = &args.s3_region {
+            builder = builder.with_region(region);
+        }
+        if let Some(endpoint) = &args.s3_endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        if let (Some(key), Some(secret)) = (&args.s3_access_key, &args.s3_secret_key) {
+            builder = builder.with_access_key_id(key).with_secret_access_key(secret);
+        }
+        let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
+        let prefix = args.s3_prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty());
+        let (store, url_prefix) = match prefix {
+            Some(prefix) => {
+                let location = ObjectPath::parse(prefix).map_err(|e| anyhow::anyhow!("--s3-prefix: {e}"))?;
+                (Arc::new(PrefixStore::new(store, location)) as Arc<dyn ObjectStore>, format!("s3://{bucket}/{prefix}/"))
+            }
+            None => (store, format!("s3://{bucket}/")),
+        };
+        Ok(Self { store, local_root: None, url_prefix })
+    }
+
+    /// The user-facing URL of a video, e.g. `s3://bucket/videos/a.mp4`.
+    pub fn url_of(&self, path: &VideoPath) -> String {
+        format!("{}{}", self.url_prefix, path.text)
+    }
+
+    /// Validates a client-supplied path. Keys are relative to the root:
+    /// absolute paths, `.`/`..` segments, backslashes and control characters are refused.
+    pub fn parse_path(&self, text: &str) -> Result<VideoPath, StorageError> {
+        let invalid = |reason| StorageError::InvalidPath { path: text.to_string(), reason };
+        if text.is_empty() {
+            return Err(invalid("empty"));
+        }
+        if text.len() > 1024 {
+            return Err(invalid("longer than 1024 bytes"));
+        }
+        if text.starts_with('/') {
+            return Err(invalid("absolute paths are not allowed"));
+        }
+        if text.contains('\\') || text.chars().any(char::is_control) {
+            return Err(invalid("backslashes and control characters are not allowed"));
+        }
+        if text.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
+            return Err(invalid("empty, '.' and '..' segments are not allowed"));
+        }
+        let location = ObjectPath::parse(text).map_err(|_| invalid("not a valid object key"))?;
+        Ok(VideoPath { text: text.to_string(), location })
+    }
+
+    /// Size and version of a video; on the local backend also refuses
+    /// symlinks that lead outside the root.
+    pub async fn head(&self, path: &VideoPath) -> Result<ObjectMeta, StorageError> {
+        if let Some(root) = &self.local_root {
+            let full = root.join(&path.text);
+            match full.canonicalize() {
+                Ok(real) if !real.starts_with(root) => {
+                    return Err(StorageError::InvalidPath {
+                        path: path.text.clone(),
+                        reason: "it leads outside the storage root",
+                    })
+                }
+                Ok(real) if !real.is_file() => return Err(StorageError::NotFound(path.text.clone())),
+                Ok(_) => {}
+                Err(_) => return Err(StorageError::NotFound(path.text.clone())),
+            }
+        }
+        metrics::counter!(STORAGE_REQUESTS).increment(1);
+        self.store.head(&path.location).await.map_err(|e| self.error(path, e))
+    }
+
+    /// Reads a byte range of a video.
+    pub async fn read_range(&self, path: &VideoPath, range: Range<u64>) -> Result<Bytes, StorageError> {
+        metrics::counter!(STORAGE_REQUESTS).increment(1);
+        let bytes = self.store.get_range(&path.location, range).await.map_err(|e| self.error(path, e))?;
+        metrics::counter!(STORAGE_READ_BYTES).increment(bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    fn error(&self, path: &VideoPath, error: object_store::Error) -> StorageError {
+        match error {
+            object_store::Error::NotFound { .. } => StorageError::NotFound(path.text.clone()),
+            other => StorageError::Failed { path: path.text.clone(), message: other.to_string() },
+        }
+    }
+
+    /// Lists video-like objects under `prefix` (at most `limit`).
+    pub async fn list(&self, prefix: Option<&str>, limit: usize) -> Result<Vec<ObjectMeta>, StorageError> {
+        use futures_util::StreamExt;
+        let location = match prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+            Some(prefix) => Some(self.parse_path(prefix)?.location),
+            None => None,
+        };
+        metrics::counter!(STORAGE_REQUESTS).increment(1);
+        let mut stream = self.store.list(location.as_ref());
+        let mut found = Vec::new();
+        while let Some(item) = stream.next().await {
+            let meta = item.map_err(|e| StorageError::Failed { path: prefix.unwrap_or("").into(), message: e.to_string() })?;
+            found.push(meta);
+            if found.len() >= limit {
+                break;
+            }
+        }
+        found.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(found)
+    }
+}
+
+/// Synchronous range reads for the media crate's indexers. Used only on
+/// blocking threads, where waiting on the runtime is allowed.
+pub struct BlockingObject {
+    pub storage: Arc<Storage>,
+    pub path: VideoPath,
+    pub size: u64,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl media::RangeRead for BlockingObject {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_range(&self, offset: u64, length: u64) -> anyhow::Result<Vec<u8>> {
+        let end = offset.saturating_add(length).min(self.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let bytes = self.runtime.block_on(self.storage.read_range(&self.path, offset..end))?;
+        Ok(bytes.to_vec())
+    }
+}
