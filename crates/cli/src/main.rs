@@ -6,7 +6,12 @@ use server::config::ServeArgs;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "bucket-streamer", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "bucket-streamer",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -31,7 +36,10 @@ fn main() -> ExitCode {
         eprintln!("bucket-streamer: {error}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("bucket-streamer: cannot start the async runtime: {error}");
@@ -49,9 +57,16 @@ fn main() -> ExitCode {
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
     // mp4-atom reports every box it does not model (sdtp, colr, ...) as a warning.
-    let directives = if level.contains("mp4_atom") { level.to_string() } else { format!("{level},mp4_atom=error") };
+    let directives = if level.contains("mp4_atom") {
+        level.to_string()
+    } else {
+        format!("{level},mp4_atom=error")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
     Ok(())
 }

@@ -7,10 +7,10 @@
 //! once; swscale is only used first for chroma layouts other than 4:2:0.
 
 use anyhow::{anyhow, Result};
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::frame::Video;
 use ffmpeg::util::color::{Range as ColourRange, Space};
+use ffmpeg_next as ffmpeg;
 
 /// An 8-bit 4:2:0 full-range BT.601 picture, planes tightly packed.
 pub struct JfifPlanes {
@@ -33,9 +33,18 @@ struct Matrix {
     kb: f64,
 }
 
-const BT601: Matrix = Matrix { kr: 0.299, kb: 0.114 };
-const BT709: Matrix = Matrix { kr: 0.2126, kb: 0.0722 };
-const BT2020: Matrix = Matrix { kr: 0.2627, kb: 0.0593 };
+const BT601: Matrix = Matrix {
+    kr: 0.299,
+    kb: 0.114,
+};
+const BT709: Matrix = Matrix {
+    kr: 0.2126,
+    kb: 0.0722,
+};
+const BT2020: Matrix = Matrix {
+    kr: 0.2627,
+    kb: 0.0593,
+};
 
 /// The matrix of a picture; untagged pictures get what players assume:
 /// BT.709 for HD sizes, BT.601 for SD.
@@ -54,7 +63,11 @@ fn to_rgb(m: Matrix) -> [[f64; 3]; 3] {
     let kg = 1.0 - m.kr - m.kb;
     [
         [1.0, 0.0, 2.0 * (1.0 - m.kr)],
-        [1.0, -2.0 * (1.0 - m.kb) * m.kb / kg, -2.0 * (1.0 - m.kr) * m.kr / kg],
+        [
+            1.0,
+            -2.0 * (1.0 - m.kb) * m.kb / kg,
+            -2.0 * (1.0 - m.kr) * m.kr / kg,
+        ],
         [1.0, 2.0 * (1.0 - m.kb), 0.0],
     ]
 }
@@ -96,7 +109,13 @@ impl Mapping {
         let codes = 1usize << bit_depth;
         let scale = f64::from(1u32 << (bit_depth - 8));
         let max = (codes - 1) as f64;
-        let luma_of = |code: f64| if full_range { code / max } else { (code - 16.0 * scale) / (219.0 * scale) };
+        let luma_of = |code: f64| {
+            if full_range {
+                code / max
+            } else {
+                (code - 16.0 * scale) / (219.0 * scale)
+            }
+        };
         let chroma_of = |code: f64| {
             if full_range {
                 (code - 128.0 * scale) / max
@@ -105,7 +124,9 @@ impl Mapping {
             }
         };
         let t = multiply(from_rgb(BT601), to_rgb(matrix));
-        let luma = (0..codes).map(|c| (255.0 * t[0][0] * luma_of(c as f64) * ONE).round() as i32).collect();
+        let luma = (0..codes)
+            .map(|c| (255.0 * t[0][0] * luma_of(c as f64) * ONE).round() as i32)
+            .collect();
         let column = |c: usize, index: usize| -> [i32; 3] {
             let p = chroma_of(c as f64);
             [0, 1, 2].map(|row| (255.0 * t[row][index] * p * ONE).round() as i32)
@@ -126,7 +147,11 @@ fn read_row(plane: &[u8], stride: usize, row: usize, width: usize, wide: bool, o
     let start = row * stride;
     if wide {
         let bytes = &plane[start..start + width * 2];
-        out.extend(bytes.chunks_exact(2).map(|pair| u16::from_le_bytes([pair[0], pair[1]])));
+        out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|pair| u16::from_le_bytes([pair[0], pair[1]])),
+        );
     } else {
         out.extend(plane[start..start + width].iter().map(|&b| u16::from(b)));
     }
@@ -136,7 +161,10 @@ fn read_row(plane: &[u8], stride: usize, row: usize, width: usize, wide: bool, o
 pub fn to_jfif(frame: &Video) -> Result<JfifPlanes> {
     let (width, height) = (frame.width() as usize, frame.height() as usize);
     let full_range = frame.color_range() == ColourRange::JPEG
-        || matches!(frame.format(), Pixel::YUVJ420P | Pixel::YUVJ422P | Pixel::YUVJ444P);
+        || matches!(
+            frame.format(),
+            Pixel::YUVJ420P | Pixel::YUVJ422P | Pixel::YUVJ444P
+        );
     let matrix = matrix_of(frame.color_space(), frame.width(), frame.height());
     let bit_depth = match frame.format() {
         Pixel::YUV420P | Pixel::YUVJ420P => 8,
@@ -151,7 +179,14 @@ pub fn to_jfif(frame: &Video) -> Result<JfifPlanes> {
     convert(frame, width, height, matrix, full_range, bit_depth)
 }
 
-fn convert(frame: &Video, width: usize, height: usize, matrix: Matrix, full_range: bool, bit_depth: u32) -> Result<JfifPlanes> {
+fn convert(
+    frame: &Video,
+    width: usize,
+    height: usize,
+    matrix: Matrix,
+    full_range: bool,
+    bit_depth: u32,
+) -> Result<JfifPlanes> {
     let mapping = Mapping::new(matrix, full_range, bit_depth);
     let wide = bit_depth > 8;
     let chroma_width = width.div_ceil(2);
@@ -167,8 +202,22 @@ fn convert(frame: &Video, width: usize, height: usize, matrix: Matrix, full_rang
     let mut luma_offset = vec![0i32; chroma_width];
     let mask = (1u16 << bit_depth) - 1;
     for chroma_y in 0..chroma_height {
-        read_row(frame.data(1), frame.stride(1), chroma_y, chroma_width, wide, &mut cb_row);
-        read_row(frame.data(2), frame.stride(2), chroma_y, chroma_width, wide, &mut cr_row);
+        read_row(
+            frame.data(1),
+            frame.stride(1),
+            chroma_y,
+            chroma_width,
+            wide,
+            &mut cb_row,
+        );
+        read_row(
+            frame.data(2),
+            frame.stride(2),
+            chroma_y,
+            chroma_width,
+            wide,
+            &mut cr_row,
+        );
         let out_row = chroma_y * chroma_width;
         for x in 0..chroma_width {
             let cb = mapping.cb[(cb_row[x] & mask) as usize];
@@ -190,7 +239,11 @@ fn convert(frame: &Video, width: usize, height: usize, matrix: Matrix, full_rang
 
 /// Resamples other chroma layouts and bit depths to 8-bit 4:2:0, keeping the range.
 fn to_yuv420(frame: &Video, full_range: bool) -> Result<Video> {
-    let target = if full_range { Pixel::YUVJ420P } else { Pixel::YUV420P };
+    let target = if full_range {
+        Pixel::YUVJ420P
+    } else {
+        Pixel::YUV420P
+    };
     let mut scaler = ffmpeg::software::scaling::Context::get(
         frame.format(),
         frame.width(),

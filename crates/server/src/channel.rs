@@ -24,7 +24,10 @@ pub struct FrameFailure {
 
 impl FrameFailure {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -70,10 +73,16 @@ impl Channel {
             anyhow::Ok((index, player))
         })
         .await
-        .map_err(|e| OpenError::NotVideo { path: text.clone(), reason: format!("indexing crashed: {e}") })?;
+        .map_err(|e| OpenError::NotVideo {
+            path: text.clone(),
+            reason: format!("indexing crashed: {e}"),
+        })?;
         let (index, player) = built.map_err(|error| match error.downcast::<StorageError>() {
             Ok(storage_error) => OpenError::Storage(storage_error),
-            Err(other) => OpenError::NotVideo { path: text.clone(), reason: format!("{other:#}") },
+            Err(other) => OpenError::NotVideo {
+                path: text.clone(),
+                reason: format!("{other:#}"),
+            },
         })?;
         Ok(Self {
             url: storage.url_of(&path),
@@ -99,12 +108,18 @@ impl Channel {
             }
             return Err(FrameFailure::new(
                 "not_a_frame",
-                format!("offset {offset} is not the start of a frame in {}", self.path.text),
+                format!(
+                    "offset {offset} is not the start of a frame in {}",
+                    self.path.text
+                ),
             ));
         };
         if let Some(irap_offset) = irap_offset {
             let Some(irap) = index.position_at(irap_offset) else {
-                return Err(FrameFailure::new("invalid_irap", format!("irap_offset {irap_offset} is not the start of a frame")));
+                return Err(FrameFailure::new(
+                    "invalid_irap",
+                    format!("irap_offset {irap_offset} is not the start of a frame"),
+                ));
             };
             if !index.sample(irap).keyframe {
                 return Err(FrameFailure::new(
@@ -129,7 +144,9 @@ impl Channel {
         let (index, player) = (self.index.clone(), self.player.clone());
         tokio::task::spawn_blocking(move || {
             let picture = {
-                let mut player = player.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut player = player
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 let before = player.pictures_decoded();
                 let result = player.picture(&index, position, &span);
                 metrics::counter!(FRAMES_DECODED).increment(player.pictures_decoded() - before);
@@ -137,7 +154,9 @@ impl Channel {
             };
             let picture = picture.map_err(|error| match error {
                 DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
-                DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
+                DecodeError::Failed(cause) => {
+                    FrameFailure::new("decode_failed", format!("{cause:#}"))
+                }
             })?;
             media::encode_jpeg(&picture, quality)
                 .map(Bytes::from)
@@ -160,7 +179,10 @@ impl Channel {
             }
             None => Span::new(needed.start, self.read(needed.clone()).await?),
         };
-        self.spans.lock().expect("span cache lock").insert(span.clone());
+        self.spans
+            .lock()
+            .expect("span cache lock")
+            .insert(span.clone());
         Ok(span)
     }
 
@@ -194,9 +216,12 @@ impl SpanCache {
 
     fn insert(&mut self, span: Span) {
         let range = span.range();
-        self.spans.retain(|old| !(old.range().start >= range.start && old.range().end <= range.end));
+        self.spans
+            .retain(|old| !(old.range().start >= range.start && old.range().end <= range.end));
         self.spans.push_back(span);
-        while self.spans.len() > 1 && self.spans.iter().map(Span::len).sum::<usize>() > SPAN_CACHE_BYTES {
+        while self.spans.len() > 1
+            && self.spans.iter().map(Span::len).sum::<usize>() > SPAN_CACHE_BYTES
+        {
             self.spans.pop_front();
         }
     }

@@ -29,14 +29,17 @@ pub enum Answer {
 impl Answer {
     pub fn index(&self) -> i64 {
         match self {
-            Answer::Frame { header, .. } | Answer::Error(header) => header["index"].as_i64().unwrap_or(-1),
+            Answer::Frame { header, .. } | Answer::Error(header) => {
+                header["index"].as_i64().unwrap_or(-1)
+            }
         }
     }
 }
 
 impl Client {
     pub fn connect(url: &str) -> Result<Self> {
-        let (socket, _) = tungstenite::connect(url).with_context(|| format!("cannot connect to {url}"))?;
+        let (socket, _) =
+            tungstenite::connect(url).with_context(|| format!("cannot connect to {url}"))?;
         if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
             stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         }
@@ -55,7 +58,9 @@ impl Client {
     pub fn receive(&mut self) -> Result<Incoming> {
         loop {
             match self.socket.read().context("no message from the server")? {
-                Message::Text(text) => return Ok(Incoming::Json(serde_json::from_str(text.as_str())?)),
+                Message::Text(text) => {
+                    return Ok(Incoming::Json(serde_json::from_str(text.as_str())?))
+                }
                 Message::Binary(bytes) => return Ok(Incoming::Binary(bytes.to_vec())),
                 Message::Close(frame) => bail!("the server closed the connection: {frame:?}"),
                 _ => continue,
@@ -78,14 +83,23 @@ impl Client {
             Some("Frame") => {
                 let size = header["size"].as_u64().context("Frame without size")? as usize;
                 match self.receive()? {
-                    Incoming::Binary(jpeg) if jpeg.len() == size => Ok(Answer::Frame { header, jpeg }),
-                    Incoming::Binary(jpeg) => bail!("Frame said {size} bytes, binary has {}", jpeg.len()),
+                    Incoming::Binary(jpeg) if jpeg.len() == size => {
+                        Ok(Answer::Frame { header, jpeg })
+                    }
+                    Incoming::Binary(jpeg) => {
+                        bail!("Frame said {size} bytes, binary has {}", jpeg.len())
+                    }
                     Incoming::Json(other) => bail!("Frame not followed by its JPEG but by {other}"),
                 }
             }
             Some("FrameError") => Ok(Answer::Error(header)),
             _ => bail!("expected Frame or FrameError, got {header}"),
         }
+    }
+
+    pub fn send_binary(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.socket.send(Message::binary(bytes))?;
+        Ok(())
     }
 
     /// `SetVideo` and its `VideoSet` answer.
