@@ -1,5 +1,13 @@
 //! The `bucket-streamer` command. With no subcommand (or `serve`) it runs the
-//! server with the Stage 1 flags and environment variables.
+//! server with the Stage 1 flags and environment variables. `bench` measures
+//! a running server, `index` writes offsets files, `convert` prepares H.265
+//! material with the ffmpeg CLI, `limit` measures this machine's per-frame
+//! decode and encode cost.
+
+mod bench;
+mod convert;
+mod index;
+mod limit;
 
 use clap::{Parser, Subcommand};
 use server::config::ServeArgs;
@@ -24,18 +32,26 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve(ServeArgs),
+    /// Stream frames from a running server and report FPS and latency.
+    Bench(bench::BenchArgs),
+    /// Write the offsets JSON of a local video or s3://bucket/key.
+    Index(index::IndexArgs),
+    /// Convert videos to H.265 MP4 with the ffmpeg CLI.
+    Convert(convert::ConvertArgs),
+    /// Measure one core's decode, colour conversion and JPEG encode cost per frame.
+    Limit {
+        /// A local video file.
+        file: std::path::PathBuf,
+        /// Decode at most this many frames.
+        #[arg(long, default_value_t = 100_000)]
+        frames: usize,
+        #[arg(long, default_value_t = 80)]
+        jpeg_quality: u8,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => cli.serve,
-    };
-    if let Err(error) = init_logging(&args.log_level) {
-        eprintln!("bucket-streamer: {error}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,13 +62,46 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::serve(args)) {
+    let result = match cli.command {
+        Some(Command::Serve(args)) => serve_command(&runtime, args),
+        None => serve_command(&runtime, cli.serve),
+        Some(Command::Bench(args)) => runtime.block_on(bench_command(args)),
+        Some(Command::Index(args)) => runtime.block_on(index::run(args)),
+        Some(Command::Convert(args)) => convert::run(args),
+        Some(Command::Limit {
+            file,
+            frames,
+            jpeg_quality,
+        }) => limit::measure(&file, frames, jpeg_quality)
+            .and_then(|limit| Ok(println!("{}", serde_json::to_string_pretty(&limit)?))),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bucket-streamer: {error:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn serve_command(runtime: &tokio::runtime::Runtime, args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_level)?;
+    runtime.block_on(server::serve(args))
+}
+
+async fn bench_command(args: bench::BenchArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let summary = bench::run(args).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        summary.print();
+    }
+    anyhow::ensure!(
+        summary.frames_received > 0 || summary.frames_requested == 0,
+        "no frame was received"
+    );
+    Ok(())
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {

@@ -13,20 +13,9 @@ pub enum StorageBackend {
     S3,
 }
 
+/// Where and how to reach S3 (or an S3-compatible server).
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Address and port to listen on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
-    pub listen_addr: SocketAddr,
-
-    /// Where videos are read from.
-    #[arg(long, env = "STORAGE_BACKEND", value_enum, default_value_t = StorageBackend::Local)]
-    pub storage_backend: StorageBackend,
-
-    /// Root folder of the local backend; video paths are relative to it.
-    #[arg(long, env = "LOCAL_PATH", default_value = "./data")]
-    pub local_path: PathBuf,
-
+pub struct S3Args {
     /// Bucket of the S3 backend; video paths are keys in it.
     #[arg(long, env = "S3_BUCKET")]
     pub s3_bucket: Option<String>,
@@ -50,6 +39,24 @@ pub struct ServeArgs {
     /// Secret key matching --s3-access-key.
     #[arg(long, env = "S3_SECRET_KEY", hide_env_values = true)]
     pub s3_secret_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:3000")]
+    pub listen_addr: SocketAddr,
+
+    /// Where videos are read from.
+    #[arg(long, env = "STORAGE_BACKEND", value_enum, default_value_t = StorageBackend::Local)]
+    pub storage_backend: StorageBackend,
+
+    /// Root folder of the local backend; video paths are relative to it.
+    #[arg(long, env = "LOCAL_PATH", default_value = "./data")]
+    pub local_path: PathBuf,
+
+    #[command(flatten)]
+    pub s3: S3Args,
 
     /// JPEG quality of served frames, 1-100.
     #[arg(long, env = "JPEG_QUALITY", default_value_t = 80, value_parser = clap::value_parser!(u8).range(1..=100))]
@@ -97,14 +104,14 @@ impl ServeArgs {
             }
             StorageBackend::S3 => {
                 anyhow::ensure!(
-                    self.s3_bucket.as_deref().is_some_and(|b| !b.is_empty()),
+                    self.s3.s3_bucket.as_deref().is_some_and(|b| !b.is_empty()),
                     "--storage-backend s3 needs --s3-bucket (S3_BUCKET)"
                 );
                 anyhow::ensure!(
-                    self.s3_access_key.is_some() == self.s3_secret_key.is_some(),
+                    self.s3.s3_access_key.is_some() == self.s3.s3_secret_key.is_some(),
                     "--s3-access-key and --s3-secret-key must be given together"
                 );
-                if let Some(endpoint) = &self.s3_endpoint {
+                if let Some(endpoint) = &self.s3.s3_endpoint {
                     anyhow::ensure!(
                         endpoint.starts_with("http://") || endpoint.starts_with("https://"),
                         "--s3-endpoint must be an http:// or https:// URL, not {endpoint}"

@@ -3,7 +3,7 @@
 //! prefix is reachable), timeouts and retries, and the read counters that
 //! show what a frame costs in storage traffic.
 
-use crate::config::{ServeArgs, StorageBackend};
+use crate::config::{S3Args, ServeArgs, StorageBackend};
 use crate::metrics::{STORAGE_READ_BYTES, STORAGE_REQUESTS};
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
@@ -58,7 +58,14 @@ impl Storage {
     pub fn from_args(args: &ServeArgs) -> anyhow::Result<Self> {
         match args.storage_backend {
             StorageBackend::Local => Self::local(&args.local_path),
-            StorageBackend::S3 => Self::s3(args),
+            StorageBackend::S3 => {
+                let bucket = args.s3.s3_bucket.clone().unwrap_or_default();
+                Self::s3(
+                    &bucket,
+                    &args.s3,
+                    Duration::from_secs(args.storage_timeout_secs),
+                )
+            }
         }
     }
 
@@ -74,11 +81,10 @@ impl Storage {
         })
     }
 
-    fn s3(args: &ServeArgs) -> anyhow::Result<Self> {
-        let bucket = args.s3_bucket.clone().unwrap_or_default();
-        let timeout = Duration::from_secs(args.storage_timeout_secs);
+    /// A bucket (optionally narrowed to `--s3-prefix`) as storage.
+    pub fn s3(bucket: &str, args: &S3Args, timeout: Duration) -> anyhow::Result<Self> {
         let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(&bucket)
+            .with_bucket_name(bucket)
             .with_client_options(
                 ClientOptions::new()
                     .with_timeout(timeout)

@@ -1,0 +1,411 @@
+//! `bucket-streamer bench`: the streaming client (Stage 1's streaming-cli).
+//! Connects one or more WebSocket clients, asks for frames in a pattern and
+//! batch size, optionally saves the JPEGs, and reports throughput and
+//! per-frame latency (request sent → JPEG received) as text or JSON.
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Args, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    /// Frames in order (presentation order from the index, or the file's order).
+    Sequential,
+    /// Uniformly random frames.
+    Random,
+    /// A random walk of short jumps back and forth, like dragging a timeline.
+    Scrub,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// WebSocket URL of the server.
+    #[arg(long, default_value = "ws://127.0.0.1:3000/ws")]
+    pub url: String,
+
+    /// Video path on the server; repeat to spread clients over several videos.
+    #[arg(long, required = true)]
+    pub video: Vec<String>,
+
+    /// Stage 1 offsets JSON to take frames from (default: the server's index).
+    #[arg(long)]
+    pub frames_file: Option<PathBuf>,
+
+    /// Frames per request: a number, or `all` for one request with every frame.
+    #[arg(long, default_value = "all")]
+    pub batch: String,
+
+    /// Save every received JPEG in this folder.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Concurrent clients (each its own WebSocket).
+    #[arg(long, default_value_t = 1)]
+    pub clients: usize,
+
+    /// Order in which frames are requested.
+    #[arg(long, value_enum, default_value_t = Pattern::Sequential)]
+    pub pattern: Pattern,
+
+    /// Frames per client (default: every frame for sequential, 200 otherwise).
+    #[arg(long)]
+    pub frames: Option<usize>,
+
+    /// Seconds to wait for any one answer before giving up.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_secs: u64,
+}
+
+/// One frame as the bench names it.
+#[derive(Debug, Clone, Deserialize)]
+struct FrameRef {
+    offset: u64,
+    irap_offset: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FramesFile {
+    frames: Vec<FrameRef>,
+}
+
+#[derive(Debug, Default)]
+struct ClientResult {
+    requested: usize,
+    received: usize,
+    errored: usize,
+    bytes: u64,
+    latencies_ms: Vec<f64>,
+    errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub frames_requested: usize,
+    pub frames_received: usize,
+    pub frames_errored: usize,
+    pub total_time_ms: f64,
+    pub average_fps: f64,
+    pub latency_avg_ms: f64,
+    pub latency_min_ms: f64,
+    pub latency_max_ms: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p95_ms: f64,
+    pub latency_p99_ms: f64,
+    pub total_bytes: u64,
+    pub clients: usize,
+    pub pattern: Pattern,
+    pub batch: String,
+    pub first_errors: Vec<String>,
+}
+
+pub async fn run(args: BenchArgs) -> Result<Summary> {
+    ensure!(args.clients > 0, "--clients must be at least 1");
+    let batch = match args.batch.as_str() {
+        "all" => usize::MAX,
+        n => n
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .context("--batch must be a positive number or `all`")?,
+    };
+    let mut catalogues = Vec::new();
+    for video in &args.video {
+        catalogues.push(load_frames(&args, video).await?);
+    }
+    let plans: Vec<(String, Vec<(usize, FrameRef)>)> = (0..args.clients)
+        .map(|client| {
+            let which = client % args.video.len();
+            (
+                args.video[which].clone(),
+                plan(&catalogues[which], args.pattern, args.frames),
+            )
+        })
+        .collect();
+    let total: usize = plans.iter().map(|(_, frames)| frames.len()).sum();
+    let progress = ProgressBar::new(total as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    if let Some(dir) = &args.output {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let started = Instant::now();
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let tasks: Vec<_> = plans
+        .into_iter()
+        .enumerate()
+        .map(|(client, (video, frames))| {
+            let (url, output, progress) = (args.url.clone(), args.output.clone(), progress.clone());
+            tokio::spawn(async move {
+                run_client(
+                    client, &url, &video, frames, batch, output, timeout, progress,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.context("a client task panicked")??);
+    }
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+    Ok(summarise(&args, results, elapsed))
+}
+
+async fn load_frames(args: &BenchArgs, video: &str) -> Result<Vec<FrameRef>> {
+    if let Some(path) = &args.frames_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let file: FramesFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an offsets file", path.display()))?;
+        ensure!(
+            !file.frames.is_empty(),
+            "{} lists no frames",
+            path.display()
+        );
+        return Ok(file.frames);
+    }
+    let http = args
+        .url
+        .replacen("ws://", "http://", 1)
+        .replacen("wss://", "https://", 1);
+    let base = http.strip_suffix("/ws").unwrap_or(&http);
+    let url = format!("{base}/api/v1/videos/{video}/index");
+    let response = reqwest::get(&url)
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    ensure!(
+        status.is_success(),
+        "{url}: HTTP {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let index: FramesFile =
+        serde_json::from_slice(&body).context("the server's index is not valid JSON")?;
+    Ok(index.frames)
+}
+
+/// The frames one client asks for, labelled by their position in the catalogue.
+fn plan(catalogue: &[FrameRef], pattern: Pattern, count: Option<usize>) -> Vec<(usize, FrameRef)> {
+    let mut rng = rand::rng();
+    let numbered = |i: usize| (i, catalogue[i].clone());
+    match pattern {
+        Pattern::Sequential => {
+            let count = count.unwrap_or(catalogue.len());
+            (0..count).map(|i| numbered(i % catalogue.len())).collect()
+        }
+        Pattern::Random => {
+            let count = count.unwrap_or(200);
+            let mut order: Vec<usize> = (0..catalogue.len()).collect();
+            let mut picked = Vec::with_capacity(count);
+            while picked.len() < count {
+                order.shuffle(&mut rng);
+                picked.extend(
+                    order
+                        .iter()
+                        .take(count - picked.len())
+                        .map(|&i| numbered(i)),
+                );
+            }
+            picked
+        }
+        Pattern::Scrub => {
+            let count = count.unwrap_or(200);
+            let last = catalogue.len() as i64 - 1;
+            let mut position = rng.random_range(0..=last);
+            (0..count)
+                .map(|_| {
+                    position = (position + rng.random_range(-30..=30)).clamp(0, last);
+                    numbered(position as usize)
+                })
+                .collect()
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_client(
+    client: usize,
+    url: &str,
+    video: &str,
+    frames: Vec<(usize, FrameRef)>,
+    batch: usize,
+    output: Option<PathBuf>,
+    timeout: Duration,
+    progress: ProgressBar,
+) -> Result<ClientResult> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    socket
+        .send(Message::text(
+            json!({"type": "SetVideo", "path": video}).to_string(),
+        ))
+        .await?;
+    let reply = next_json(&mut socket, timeout).await?;
+    ensure!(reply["ok"] == true, "SetVideo {video} failed: {reply}");
+    let mut result = ClientResult::default();
+    for chunk in frames.chunks(batch.min(frames.len()).max(1)) {
+        let entries: Vec<Value> = chunk
+            .iter()
+            .map(|(label, frame)| {
+                let mut entry = json!({"offset": frame.offset, "index": label});
+                if let Some(irap) = frame.irap_offset {
+                    entry["irap_offset"] = json!(irap);
+                }
+                entry
+            })
+            .collect();
+        let sent = Instant::now();
+        socket
+            .send(Message::text(
+                json!({"type": "RequestFrames", "frames": entries}).to_string(),
+            ))
+            .await?;
+        result.requested += chunk.len();
+        for _ in chunk {
+            let header = next_json(&mut socket, timeout).await?;
+            match header["type"].as_str() {
+                Some("Frame") => {
+                    let jpeg = match tokio::time::timeout(timeout, socket.next()).await {
+                        Ok(Some(Ok(Message::Binary(bytes)))) => bytes,
+                        other => bail!("Frame {header} not followed by its JPEG: {other:?}"),
+                    };
+                    result
+                        .latencies_ms
+                        .push(sent.elapsed().as_secs_f64() * 1000.0);
+                    result.received += 1;
+                    result.bytes += jpeg.len() as u64;
+                    if let Some(dir) = &output {
+                        let name = format!(
+                            "client{client:02}_frame{:06}.jpg",
+                            header["index"].as_u64().unwrap_or(0)
+                        );
+                        tokio::fs::write(dir.join(name), &jpeg).await?;
+                    }
+                }
+                Some("FrameError") => {
+                    result.errored += 1;
+                    if result.errors.len() < 5 {
+                        result
+                            .errors
+                            .push(format!("{}: {}", header["error"], header["message"]));
+                    }
+                }
+                _ => bail!("unexpected message while waiting for frames: {header}"),
+            }
+            progress.inc(1);
+        }
+    }
+    let _ = socket.close(None).await;
+    Ok(result)
+}
+
+async fn next_json<S>(socket: &mut S, timeout: Duration) -> Result<Value>
+where
+    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(timeout, socket.next()).await {
+            Err(_) => bail!("no answer from the server within {} s", timeout.as_secs()),
+            Ok(None) => bail!("the server closed the connection"),
+            Ok(Some(Err(error))) => bail!("WebSocket error: {error}"),
+            Ok(Some(Ok(Message::Text(text)))) => return Ok(serde_json::from_str(text.as_str())?),
+            Ok(Some(Ok(Message::Binary(bytes)))) => {
+                bail!("unexpected {} binary bytes", bytes.len())
+            }
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn summarise(args: &BenchArgs, results: Vec<ClientResult>, elapsed: Duration) -> Summary {
+    let mut latencies: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.latencies_ms.iter().copied())
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let received: usize = results.iter().map(|r| r.received).sum();
+    let seconds = elapsed.as_secs_f64();
+    Summary {
+        frames_requested: results.iter().map(|r| r.requested).sum(),
+        frames_received: received,
+        frames_errored: results.iter().map(|r| r.errored).sum(),
+        total_time_ms: seconds * 1000.0,
+        average_fps: if seconds > 0.0 {
+            received as f64 / seconds
+        } else {
+            0.0
+        },
+        latency_avg_ms: if latencies.is_empty() {
+            0.0
+        } else {
+            latencies.iter().sum::<f64>() / latencies.len() as f64
+        },
+        latency_min_ms: latencies.first().copied().unwrap_or(0.0),
+        latency_max_ms: latencies.last().copied().unwrap_or(0.0),
+        latency_p50_ms: percentile(&latencies, 50.0),
+        latency_p95_ms: percentile(&latencies, 95.0),
+        latency_p99_ms: percentile(&latencies, 99.0),
+        total_bytes: results.iter().map(|r| r.bytes).sum(),
+        clients: args.clients,
+        pattern: args.pattern,
+        batch: args.batch.clone(),
+        first_errors: results
+            .iter()
+            .flat_map(|r| r.errors.iter().cloned())
+            .take(5)
+            .collect(),
+    }
+}
+
+impl Summary {
+    /// The Stage 1 text summary.
+    pub fn print(&self) {
+        println!("Frames requested: {}", self.frames_requested);
+        println!("Frames received:  {}", self.frames_received);
+        println!("Frames errored:   {}", self.frames_errored);
+        println!("Total time:       {:.3} s", self.total_time_ms / 1000.0);
+        println!("Average FPS:      {:.1}", self.average_fps);
+        println!(
+            "Total bytes:      {} ({:.1} MiB)",
+            self.total_bytes,
+            self.total_bytes as f64 / 1048576.0
+        );
+        println!(
+            "Latency avg/min/max: {:.2} / {:.2} / {:.2} ms",
+            self.latency_avg_ms, self.latency_min_ms, self.latency_max_ms
+        );
+        println!(
+            "Latency p50/p95/p99: {:.2} / {:.2} / {:.2} ms",
+            self.latency_p50_ms, self.latency_p95_ms, self.latency_p99_ms
+        );
+        for error in &self.first_errors {
+            println!("error: {error}");
+        }
+    }
+}
