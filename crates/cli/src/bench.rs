@@ -115,11 +115,7 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
     ensure!(args.clients > 0, "--clients must be at least 1");
     let batch = match args.batch.as_str() {
         "all" => usize::MAX,
-        n => n
-            .parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .context("--batch must be a positive number or `all`")?,
+        n => n.parse::<usize>().ok().filter(|&n| n > 0).context("--batch must be a positive number or `all`")?,
     };
     let mut catalogues = Vec::new();
     for video in &args.video {
@@ -128,17 +124,13 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
     let plans: Vec<(String, Vec<(usize, FrameRef)>)> = (0..args.clients)
         .map(|client| {
             let which = client % args.video.len();
-            (
-                args.video[which].clone(),
-                plan(&catalogues[which], args.pattern, args.frames),
-            )
+            (args.video[which].clone(), plan(&catalogues[which], args.pattern, args.frames))
         })
         .collect();
     let total: usize = plans.iter().map(|(_, frames)| frames.len()).sum();
     let progress = ProgressBar::new(total as u64);
     progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}")
-            .expect("valid template"),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} eta {eta}").expect("valid template"),
     );
     if let Some(dir) = &args.output {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -150,12 +142,9 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
         .enumerate()
         .map(|(client, (video, frames))| {
             let (url, output, progress) = (args.url.clone(), args.output.clone(), progress.clone());
-            tokio::spawn(async move {
-                run_client(
-                    client, &url, &video, frames, batch, output, timeout, progress,
-                )
-                .await
-            })
+            tokio::spawn(
+                async move { run_client(client, &url, &video, frames, batch, output, timeout, progress).await },
+            )
         })
         .collect();
     let mut results = Vec::new();
@@ -169,35 +158,20 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
 
 async fn load_frames(args: &BenchArgs, video: &str) -> Result<Vec<FrameRef>> {
     if let Some(path) = &args.frames_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let file: FramesFile = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not an offsets file", path.display()))?;
-        ensure!(
-            !file.frames.is_empty(),
-            "{} lists no frames",
-            path.display()
-        );
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let file: FramesFile =
+            serde_json::from_str(&text).with_context(|| format!("{} is not an offsets file", path.display()))?;
+        ensure!(!file.frames.is_empty(), "{} lists no frames", path.display());
         return Ok(file.frames);
     }
-    let http = args
-        .url
-        .replacen("ws://", "http://", 1)
-        .replacen("wss://", "https://", 1);
+    let http = args.url.replacen("ws://", "http://", 1).replacen("wss://", "https://", 1);
     let base = http.strip_suffix("/ws").unwrap_or(&http);
     let url = format!("{base}/api/v1/videos/{video}/index");
-    let response = reqwest::get(&url)
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+    let response = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let body = response.bytes().await?;
-    ensure!(
-        status.is_success(),
-        "{url}: HTTP {status}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    let index: FramesFile =
-        serde_json::from_slice(&body).context("the server's index is not valid JSON")?;
+    ensure!(status.is_success(), "{url}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+    let index: FramesFile = serde_json::from_slice(&body).context("the server's index is not valid JSON")?;
     Ok(index.frames)
 }
 
@@ -216,12 +190,7 @@ fn plan(catalogue: &[FrameRef], pattern: Pattern, count: Option<usize>) -> Vec<(
             let mut picked = Vec::with_capacity(count);
             while picked.len() < count {
                 order.shuffle(&mut rng);
-                picked.extend(
-                    order
-                        .iter()
-                        .take(count - picked.len())
-                        .map(|&i| numbered(i)),
-                );
+                picked.extend(order.iter().take(count - picked.len()).map(|&i| numbered(i)));
             }
             picked
         }
@@ -250,14 +219,9 @@ async fn run_client(
     timeout: Duration,
     progress: ProgressBar,
 ) -> Result<ClientResult> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .with_context(|| format!("cannot connect to {url}"))?;
-    socket
-        .send(Message::text(
-            json!({"type": "SetVideo", "path": video}).to_string(),
-        ))
-        .await?;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(url).await.with_context(|| format!("cannot connect to {url}"))?;
+    socket.send(Message::text(json!({"type": "SetVideo", "path": video}).to_string())).await?;
     let reply = next_json(&mut socket, timeout).await?;
     ensure!(reply["ok"] == true, "SetVideo {video} failed: {reply}");
     let mut result = ClientResult::default();
@@ -273,11 +237,7 @@ async fn run_client(
             })
             .collect();
         let sent = Instant::now();
-        socket
-            .send(Message::text(
-                json!({"type": "RequestFrames", "frames": entries}).to_string(),
-            ))
-            .await?;
+        socket.send(Message::text(json!({"type": "RequestFrames", "frames": entries}).to_string())).await?;
         result.requested += chunk.len();
         for _ in chunk {
             let header = next_json(&mut socket, timeout).await?;
@@ -287,25 +247,18 @@ async fn run_client(
                         Ok(Some(Ok(Message::Binary(bytes)))) => bytes,
                         other => bail!("Frame {header} not followed by its JPEG: {other:?}"),
                     };
-                    result
-                        .latencies_ms
-                        .push(sent.elapsed().as_secs_f64() * 1000.0);
+                    result.latencies_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
                     result.received += 1;
                     result.bytes += jpeg.len() as u64;
                     if let Some(dir) = &output {
-                        let name = format!(
-                            "client{client:02}_frame{:06}.jpg",
-                            header["index"].as_u64().unwrap_or(0)
-                        );
+                        let name = format!("client{client:02}_frame{:06}.jpg", header["index"].as_u64().unwrap_or(0));
                         tokio::fs::write(dir.join(name), &jpeg).await?;
                     }
                 }
                 Some("FrameError") => {
                     result.errored += 1;
                     if result.errors.len() < 5 {
-                        result
-                            .errors
-                            .push(format!("{}: {}", header["error"], header["message"]));
+                        result.errors.push(format!("{}: {}", header["error"], header["message"]));
                     }
                 }
                 _ => bail!("unexpected message while waiting for frames: {header}"),
@@ -344,10 +297,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn summarise(args: &BenchArgs, results: Vec<ClientResult>, elapsed: Duration) -> Summary {
-    let mut latencies: Vec<f64> = results
-        .iter()
-        .flat_map(|r| r.latencies_ms.iter().copied())
-        .collect();
+    let mut latencies: Vec<f64> = results.iter().flat_map(|r| r.latencies_ms.iter().copied()).collect();
     latencies.sort_by(f64::total_cmp);
     let received: usize = results.iter().map(|r| r.received).sum();
     let seconds = elapsed.as_secs_f64();
@@ -356,16 +306,8 @@ fn summarise(args: &BenchArgs, results: Vec<ClientResult>, elapsed: Duration) ->
         frames_received: received,
         frames_errored: results.iter().map(|r| r.errored).sum(),
         total_time_ms: seconds * 1000.0,
-        average_fps: if seconds > 0.0 {
-            received as f64 / seconds
-        } else {
-            0.0
-        },
-        latency_avg_ms: if latencies.is_empty() {
-            0.0
-        } else {
-            latencies.iter().sum::<f64>() / latencies.len() as f64
-        },
+        average_fps: if seconds > 0.0 { received as f64 / seconds } else { 0.0 },
+        latency_avg_ms: if latencies.is_empty() { 0.0 } else { latencies.iter().sum::<f64>() / latencies.len() as f64 },
         latency_min_ms: latencies.first().copied().unwrap_or(0.0),
         latency_max_ms: latencies.last().copied().unwrap_or(0.0),
         latency_p50_ms: percentile(&latencies, 50.0),
@@ -375,11 +317,7 @@ fn summarise(args: &BenchArgs, results: Vec<ClientResult>, elapsed: Duration) ->
         clients: args.clients,
         pattern: args.pattern,
         batch: args.batch.clone(),
-        first_errors: results
-            .iter()
-            .flat_map(|r| r.errors.iter().cloned())
-            .take(5)
-            .collect(),
+        first_errors: results.iter().flat_map(|r| r.errors.iter().cloned()).take(5).collect(),
     }
 }
 
@@ -391,11 +329,7 @@ impl Summary {
         println!("Frames errored:   {}", self.frames_errored);
         println!("Total time:       {:.3} s", self.total_time_ms / 1000.0);
         println!("Average FPS:      {:.1}", self.average_fps);
-        println!(
-            "Total bytes:      {} ({:.1} MiB)",
-            self.total_bytes,
-            self.total_bytes as f64 / 1048576.0
-        );
+        println!("Total bytes:      {} ({:.1} MiB)", self.total_bytes, self.total_bytes as f64 / 1048576.0);
         println!(
             "Latency avg/min/max: {:.2} / {:.2} / {:.2} ms",
             self.latency_avg_ms, self.latency_min_ms, self.latency_max_ms

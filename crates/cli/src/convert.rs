@@ -54,40 +54,25 @@ pub struct ConvertArgs {
     pub gpu: bool,
 }
 
-const VIDEO_EXTENSIONS: [&str; 12] = [
-    "mp4", "mov", "mkv", "avi", "webm", "m4v", "ts", "mts", "h264", "264", "h265", "hevc",
-];
+const VIDEO_EXTENSIONS: [&str; 12] =
+    ["mp4", "mov", "mkv", "avi", "webm", "m4v", "ts", "mts", "h264", "264", "h265", "hevc"];
 
 pub fn run(args: ConvertArgs) -> Result<()> {
-    ensure!(
-        args.input.exists(),
-        "--input {} does not exist",
-        args.input.display()
-    );
+    ensure!(args.input.exists(), "--input {} does not exist", args.input.display());
     let jobs = plan(&args)?;
-    ensure!(
-        !jobs.is_empty(),
-        "no video files found in {}",
-        args.input.display()
-    );
+    ensure!(!jobs.is_empty(), "no video files found in {}", args.input.display());
     let encoder = if args.gpu && has_encoder("hevc_nvenc")? {
         "hevc_nvenc"
     } else {
         if args.gpu {
-            eprintln!(
-                "this ffmpeg has no NVENC encoder (hevc_nvenc); encoding on the CPU with libx265"
-            );
+            eprintln!("this ffmpeg has no NVENC encoder (hevc_nvenc); encoding on the CPU with libx265");
         }
         "libx265"
     };
     let (mut converted, mut skipped) = (0, 0);
     for (input, output) in &jobs {
         if output.exists() && !args.force {
-            eprintln!(
-                "skip {} ({} exists; --force overwrites)",
-                input.display(),
-                output.display()
-            );
+            eprintln!("skip {} ({} exists; --force overwrites)", input.display(), output.display());
             skipped += 1;
             continue;
         }
@@ -111,19 +96,13 @@ pub fn run(args: ConvertArgs) -> Result<()> {
 /// Pairs each input file with its output path.
 fn plan(args: &ConvertArgs) -> Result<Vec<(PathBuf, PathBuf)>> {
     if args.input.is_file() {
-        let output = if args.output.is_dir() {
-            args.output.join(mp4_name(&args.input))
-        } else {
-            args.output.clone()
-        };
+        let output = if args.output.is_dir() { args.output.join(mp4_name(&args.input)) } else { args.output.clone() };
         return Ok(vec![(args.input.clone(), output)]);
     }
     let mut jobs = Vec::new();
     let mut folders = vec![args.input.clone()];
     while let Some(folder) = folders.pop() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(&folder)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&folder)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
         for path in entries {
             if path.is_dir() {
@@ -137,14 +116,8 @@ fn plan(args: &ConvertArgs) -> Result<Vec<(PathBuf, PathBuf)>> {
                 .and_then(|e| e.to_str())
                 .is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
             if is_video {
-                let relative = path
-                    .strip_prefix(&args.input)?
-                    .parent()
-                    .unwrap_or(Path::new(""));
-                jobs.push((
-                    path.clone(),
-                    args.output.join(relative).join(mp4_name(&path)),
-                ));
+                let relative = path.strip_prefix(&args.input)?.parent().unwrap_or(Path::new(""));
+                jobs.push((path.clone(), args.output.join(relative).join(mp4_name(&path))));
             }
         }
     }
@@ -152,35 +125,17 @@ fn plan(args: &ConvertArgs) -> Result<Vec<(PathBuf, PathBuf)>> {
 }
 
 fn mp4_name(input: &Path) -> String {
-    format!(
-        "{}.mp4",
-        input
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("video")
-    )
+    format!("{}.mp4", input.file_stem().and_then(|s| s.to_str()).unwrap_or("video"))
 }
 
 fn has_encoder(name: &str) -> Result<bool> {
-    let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-encoders"])
-        .output()
-        .context("cannot run ffmpeg")?;
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .any(|line| line.split_whitespace().nth(1) == Some(name)))
+    let output = Command::new("ffmpeg").args(["-hide_banner", "-encoders"]).output().context("cannot run ffmpeg")?;
+    Ok(String::from_utf8_lossy(&output.stdout).lines().any(|line| line.split_whitespace().nth(1) == Some(name)))
 }
 
 fn duration_seconds(input: &Path) -> Option<f64> {
     let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "default=nw=1:nk=1",
-        ])
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "default=nw=1:nk=1"])
         .arg(input)
         .output()
         .ok()?;
@@ -190,28 +145,14 @@ fn duration_seconds(input: &Path) -> Option<f64> {
 fn encode(args: &ConvertArgs, encoder: &str, input: &Path, output: &Path) -> Result<()> {
     let mut filters = Vec::new();
     if let Some(factor) = args.downscale {
-        filters.push(format!(
-            "scale=trunc(iw/{factor}/2)*2:trunc(ih/{factor}/2)*2"
-        ));
+        filters.push(format!("scale=trunc(iw/{factor}/2)*2:trunc(ih/{factor}/2)*2"));
     }
     if let Some(fps) = args.fps {
         filters.push(format!("fps={fps}"));
     }
     let mut command = Command::new("ffmpeg");
-    command
-        .args(["-hide_banner", "-nostats", "-v", "error", "-y", "-i"])
-        .arg(input);
-    command.args([
-        "-map",
-        "0:v:0",
-        "-an",
-        "-c:v",
-        encoder,
-        "-tag:v",
-        "hvc1",
-        "-movflags",
-        "+faststart",
-    ]);
+    command.args(["-hide_banner", "-nostats", "-v", "error", "-y", "-i"]).arg(input);
+    command.args(["-map", "0:v:0", "-an", "-c:v", encoder, "-tag:v", "hvc1", "-movflags", "+faststart"]);
     if !filters.is_empty() {
         command.args(["-vf", &filters.join(",")]);
     }
@@ -228,23 +169,11 @@ fn encode(args: &ConvertArgs, encoder: &str, input: &Path, output: &Path) -> Res
         }
     }
     command.args(["-progress", "pipe:1"]).arg(output);
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run ffmpeg")?;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("cannot run ffmpeg")?;
     let total = duration_seconds(input).unwrap_or(0.0);
     let bar = ProgressBar::new((total * 1000.0) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {percent}% eta {eta}")
-            .expect("valid template"),
-    );
-    bar.set_message(
-        input
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-    );
+    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {percent}% eta {eta}").expect("valid template"));
+    bar.set_message(input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         if let Some(micros) = line?.strip_prefix("out_time_us=") {
             bar.set_position(micros.trim().parse::<u64>().unwrap_or(0) / 1000);
@@ -254,11 +183,7 @@ fn encode(args: &ConvertArgs, encoder: &str, input: &Path, output: &Path) -> Res
     bar.finish_and_clear();
     if !result.status.success() {
         let _ = std::fs::remove_file(output);
-        bail!(
-            "ffmpeg failed on {}: {}",
-            input.display(),
-            String::from_utf8_lossy(&result.stderr).trim()
-        );
+        bail!("ffmpeg failed on {}: {}", input.display(), String::from_utf8_lossy(&result.stderr).trim());
     }
     eprintln!("{} → {}", input.display(), output.display());
     Ok(())

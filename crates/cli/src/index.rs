@@ -30,36 +30,23 @@ pub struct IndexArgs {
 pub async fn run(args: IndexArgs) -> Result<()> {
     let (url, index) = match args.video.strip_prefix("s3://") {
         Some(rest) => {
-            let (bucket, key) = rest
-                .split_once('/')
-                .context("an S3 URL looks like s3://bucket/key")?;
+            let (bucket, key) = rest.split_once('/').context("an S3 URL looks like s3://bucket/key")?;
             let storage = Arc::new(Storage::s3(bucket, &args.s3, Duration::from_secs(60))?);
             let path = storage.parse_path(key)?;
             let size = storage.head(&path).await?.size;
-            let object = BlockingObject {
-                storage,
-                path,
-                size,
-                runtime: tokio::runtime::Handle::current(),
-            };
-            (
-                args.video.clone(),
-                tokio::task::spawn_blocking(move || index_of(&object)).await??,
-            )
+            let object = BlockingObject { storage, path, size, runtime: tokio::runtime::Handle::current() };
+            (args.video.clone(), tokio::task::spawn_blocking(move || index_of(&object)).await??)
         }
         None => {
             let path = PathBuf::from(&args.video);
             let source = FileSource::open(&path)?;
-            let url = path
-                .canonicalize()
-                .map_or(args.video.clone(), |p| p.display().to_string());
+            let url = path.canonicalize().map_or(args.video.clone(), |p| p.display().to_string());
             (url, index_of(&source)?)
         }
     };
     let text = serde_json::to_string_pretty(&offsets_json(&url, &index))?;
     match &args.output {
-        Some(file) => std::fs::write(file, text + "\n")
-            .with_context(|| format!("cannot write {}", file.display()))?,
+        Some(file) => std::fs::write(file, text + "\n").with_context(|| format!("cannot write {}", file.display()))?,
         None => println!("{text}"),
     }
     Ok(())

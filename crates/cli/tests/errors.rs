@@ -28,43 +28,18 @@ fn setup(name: &str) -> Setup {
     let root = scratch_dir(name);
     stock(&root, &fixtures);
     let videos = root.join("videos");
-    std::fs::write(
-        videos.join("notes.mp4"),
-        "these are not the frames you are looking for\n".repeat(50),
-    )
-    .unwrap();
-    std::fs::write(
-        videos.join("noise.h265"),
-        (0..5000u32)
-            .map(|i| (i * 7919 % 251) as u8)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    std::fs::write(videos.join("notes.mp4"), "these are not the frames you are looking for\n".repeat(50)).unwrap();
+    std::fs::write(videos.join("noise.h265"), (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>())
+        .unwrap();
     let faststart = std::fs::read(videos.join("faststart.mp4")).unwrap();
-    std::fs::write(
-        videos.join("truncated_front.mp4"),
-        &faststart[..faststart.len() / 2],
-    )
-    .unwrap();
+    std::fs::write(videos.join("truncated_front.mp4"), &faststart[..faststart.len() / 2]).unwrap();
     let moov_end = std::fs::read(videos.join("closed_gop_bframes.mp4")).unwrap();
-    std::fs::write(
-        videos.join("truncated_end.mp4"),
-        &moov_end[..moov_end.len() * 2 / 3],
-    )
-    .unwrap();
+    std::fs::write(videos.join("truncated_end.mp4"), &moov_end[..moov_end.len() * 2 / 3]).unwrap();
     std::fs::write(root.parent().unwrap().join("outside.mp4"), &faststart).unwrap();
-    std::os::unix::fs::symlink(
-        root.parent().unwrap().join("outside.mp4"),
-        videos.join("escape.mp4"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(root.parent().unwrap().join("outside.mp4"), videos.join("escape.mp4")).unwrap();
     let server = start_local(&root, &[]);
     let (_, index) = fetch_index(&server, GOOD).unwrap();
-    Setup {
-        server,
-        index,
-        root,
-    }
+    Setup { server, index, root }
 }
 
 /// After any error, the session must still serve a good frame.
@@ -72,11 +47,7 @@ fn still_serves(client: &mut Client, setup: &Setup) {
     let set = client.set_video(GOOD).unwrap();
     assert_eq!(set["ok"], true, "{set}");
     let frame = &setup.index[40];
-    client
-        .send_json(
-            &json!({"type": "RequestFrames", "frames": [{"offset": frame.offset, "index": 40}]}),
-        )
-        .unwrap();
+    client.send_json(&json!({"type": "RequestFrames", "frames": [{"offset": frame.offset, "index": 40}]})).unwrap();
     match client.receive_answer().unwrap() {
         Answer::Frame { header, jpeg } => {
             assert_eq!(header["index"], 40);
@@ -110,9 +81,7 @@ fn malformed_and_unknown_messages_get_error() {
     assert_eq!(error_message(&mut client), "unknown message type: Dance");
     client.send_text(r#"{"path":"x.mp4"}"#).unwrap();
     assert!(error_message(&mut client).contains("type"));
-    client
-        .send_text(r#"{"type":"RequestFrames","frames":"all"}"#)
-        .unwrap();
+    client.send_text(r#"{"type":"RequestFrames","frames":"all"}"#).unwrap();
     assert!(error_message(&mut client).contains("frames"));
     still_serves(&mut client, &setup);
 }
@@ -121,21 +90,11 @@ fn malformed_and_unknown_messages_get_error() {
 fn request_before_set_video_answers_every_frame() {
     let setup = setup("errors-no-video");
     let mut client = Client::connect(&setup.server.ws_url()).unwrap();
-    let frames: Vec<Value> = (0..3)
-        .map(|i| json!({"offset": setup.index[i].offset, "index": i}))
-        .collect();
-    client
-        .send_json(&json!({"type": "RequestFrames", "frames": frames}))
-        .unwrap();
+    let frames: Vec<Value> = (0..3).map(|i| json!({"offset": setup.index[i].offset, "index": i})).collect();
+    client.send_json(&json!({"type": "RequestFrames", "frames": frames})).unwrap();
     for i in 0..3 {
-        let Answer::Error(error) = client.receive_answer().unwrap() else {
-            panic!("expected FrameError")
-        };
-        assert_eq!(
-            (error["index"].as_u64(), error["error"].as_str()),
-            (Some(i), Some("no_video")),
-            "{error}"
-        );
+        let Answer::Error(error) = client.receive_answer().unwrap() else { panic!("expected FrameError") };
+        assert_eq!((error["index"].as_u64(), error["error"].as_str()), (Some(i), Some("no_video")), "{error}");
     }
     still_serves(&mut client, &setup);
 }
@@ -163,15 +122,9 @@ fn videos_that_cannot_be_opened_say_why() {
         assert_eq!(reply["ok"], false, "{path}: {reply}");
         assert_eq!(reply["path"], path);
         let error = reply["error"].as_str().unwrap();
-        assert!(
-            error.contains(expected),
-            "{path}: error {error:?} should mention {expected:?}"
-        );
+        assert!(error.contains(expected), "{path}: error {error:?} should mention {expected:?}");
         // A failed SetVideo leaves no video set.
-        let answer = frame_error(
-            &mut client,
-            json!({"type": "RequestFrames", "frames": [{"offset": 44, "index": 0}]}),
-        );
+        let answer = frame_error(&mut client, json!({"type": "RequestFrames", "frames": [{"offset": 44, "index": 0}]}));
         assert_eq!(answer["error"], "no_video");
         still_serves(&mut client, &setup);
     }
@@ -184,47 +137,23 @@ fn offsets_that_name_no_frame_get_frame_error() {
     let mut client = Client::connect(&setup.server.ws_url()).unwrap();
     assert_eq!(client.set_video(GOOD).unwrap()["ok"], true);
     let index = &setup.index;
-    let delta = index
-        .iter()
-        .find(|f| !f.keyframe && f.irap_offset == index[0].irap_offset)
-        .unwrap();
+    let delta = index.iter().find(|f| !f.keyframe && f.irap_offset == index[0].irap_offset).unwrap();
     let keyframes: Vec<&IndexFrame> = index.iter().filter(|f| f.keyframe).collect();
     let object_size = std::fs::metadata(setup.root.join(GOOD)).unwrap().len();
     let cases = [
-        (
-            json!({"offset": delta.offset + 1, "index": 1}),
-            "not_a_frame",
-        ),
+        (json!({"offset": delta.offset + 1, "index": 1}), "not_a_frame"),
         (json!({"offset": 0, "index": 2}), "not_a_frame"),
-        (
-            json!({"offset": object_size + 10, "index": 3}),
-            "offset_out_of_range",
-        ),
-        (
-            json!({"offset": u64::MAX, "index": 4}),
-            "offset_out_of_range",
-        ),
-        (
-            json!({"offset": delta.offset, "irap_offset": delta.offset, "index": 5}),
-            "invalid_irap",
-        ),
-        (
-            json!({"offset": delta.offset, "irap_offset": keyframes[2].offset, "index": 6}),
-            "invalid_irap",
-        ),
-        (
-            json!({"offset": delta.offset, "irap_offset": 3, "index": 7}),
-            "invalid_irap",
-        ),
+        (json!({"offset": object_size + 10, "index": 3}), "offset_out_of_range"),
+        (json!({"offset": u64::MAX, "index": 4}), "offset_out_of_range"),
+        (json!({"offset": delta.offset, "irap_offset": delta.offset, "index": 5}), "invalid_irap"),
+        (json!({"offset": delta.offset, "irap_offset": keyframes[2].offset, "index": 6}), "invalid_irap"),
+        (json!({"offset": delta.offset, "irap_offset": 3, "index": 7}), "invalid_irap"),
         (json!({"offset": -1, "index": 8}), "invalid_request"),
         (json!({"offset": "12", "index": 9}), "invalid_request"),
         (json!({"index": 10}), "invalid_request"),
     ];
     for (frame, expected) in cases {
-        let error = frame_error(
-            &mut client,
-            json!({"type": "RequestFrames", "frames": [frame.clone()]}),
-        );
+        let error = frame_error(&mut client, json!({"type": "RequestFrames", "frames": [frame.clone()]}));
         assert_eq!(error["type"], "FrameError");
         assert_eq!(error["error"], expected, "{frame}: {error}");
         assert_eq!(error["index"], frame["index"]);
@@ -233,9 +162,7 @@ fn offsets_that_name_no_frame_get_frame_error() {
     }
     // Good and bad frames in one request: each answered, in order.
     let frames = json!([{"offset": index[3].offset, "index": "a"}, {"offset": 1, "index": "b"}, {"offset": index[4].offset, "index": "c"}]);
-    client
-        .send_json(&json!({"type": "RequestFrames", "frames": frames}))
-        .unwrap();
+    client.send_json(&json!({"type": "RequestFrames", "frames": frames})).unwrap();
     let answers: Vec<Answer> = (0..3).map(|_| client.receive_answer().unwrap()).collect();
     assert!(matches!(&answers[0], Answer::Frame { header, .. } if header["index"] == "a"));
     assert!(matches!(&answers[1], Answer::Error(e) if e["index"] == "b"));
@@ -250,37 +177,17 @@ fn binary_messages_and_oversized_requests_are_refused() {
     assert!(error_message(&mut client).contains("binary messages are not accepted"));
     still_serves(&mut client, &setup);
 
-    let frames: Vec<Value> = (0..12)
-        .map(|i| json!({"offset": setup.index[i % 5].offset, "index": i}))
-        .collect();
-    let limited = start_local(
-        &setup.root,
-        &[
-            "--max-frames-per-request",
-            "10",
-            "--max-message-bytes",
-            "4096",
-        ],
-    );
+    let frames: Vec<Value> = (0..12).map(|i| json!({"offset": setup.index[i % 5].offset, "index": i})).collect();
+    let limited = start_local(&setup.root, &["--max-frames-per-request", "10", "--max-message-bytes", "4096"]);
 
     // A message over the size limit closes that connection only.
     let mut greedy = Client::connect(&limited.ws_url()).unwrap();
-    greedy
-        .send_text(&format!(
-            r#"{{"type":"SetVideo","path":"{}"}}"#,
-            "a".repeat(8000)
-        ))
-        .unwrap();
-    assert!(
-        greedy.receive().is_err(),
-        "an oversized message ends the connection"
-    );
+    greedy.send_text(&format!(r#"{{"type":"SetVideo","path":"{}"}}"#, "a".repeat(8000))).unwrap();
+    assert!(greedy.receive().is_err(), "an oversized message ends the connection");
 
     let mut client = Client::connect(&limited.ws_url()).unwrap();
     assert_eq!(client.set_video(GOOD).unwrap()["ok"], true);
-    client
-        .send_json(&json!({"type": "RequestFrames", "frames": frames}))
-        .unwrap();
+    client.send_json(&json!({"type": "RequestFrames", "frames": frames})).unwrap();
     let answers: Vec<Answer> = (0..12).map(|_| client.receive_answer().unwrap()).collect();
     let refused: Vec<i64> = answers
         .iter()
@@ -290,13 +197,7 @@ fn binary_messages_and_oversized_requests_are_refused() {
         })
         .collect();
     assert_eq!(refused, vec![10, 11]);
-    assert_eq!(
-        answers
-            .iter()
-            .filter(|a| matches!(a, Answer::Frame { .. }))
-            .count(),
-        10
-    );
+    assert_eq!(answers.iter().filter(|a| matches!(a, Answer::Frame { .. })).count(), 10);
 }
 
 #[test]
@@ -308,19 +209,11 @@ fn bad_configuration_exits_with_one_line() {
         &["--listen-addr", "not-an-address"],
     ];
     for args in cases {
-        let output = Command::new(binary())
-            .arg("serve")
-            .args(args)
-            .env_remove("S3_BUCKET")
-            .output()
-            .unwrap();
+        let output = Command::new(binary()).arg("serve").args(args).env_remove("S3_BUCKET").output().unwrap();
         assert!(!output.status.success(), "{args:?} should fail");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let first = stderr.lines().next().unwrap_or("");
-        assert!(
-            first.contains("error") || first.starts_with("bucket-streamer:"),
-            "{args:?}: {stderr}"
-        );
+        assert!(first.contains("error") || first.starts_with("bucket-streamer:"), "{args:?}: {stderr}");
         if !args.contains(&"--jpeg-quality") && !args.contains(&"--listen-addr") {
             assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
         }

@@ -23,8 +23,7 @@ fn every_fixture_is_frame_accurate_over_websocket() {
     let videos = stock(&root, &fixtures);
     let server = start_local(&root, &[]);
     for (key, fixture) in &videos {
-        let checked = verify_over_websocket(&server, key, fixture, budget(fixture))
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        let checked = verify_over_websocket(&server, key, fixture, budget(fixture)).unwrap_or_else(|e| panic!("{e:#}"));
         eprintln!("{key}: {checked} frames match FFmpeg");
     }
 }
@@ -34,9 +33,7 @@ fn concurrent_clients_each_get_their_own_frames() {
     let fixtures: Vec<_> = testkit::fixtures::generated()
         .unwrap()
         .into_iter()
-        .filter(|f| {
-            ["open_gop_bframes.mp4", "main10_bt709.mp4", "annexb.h265"].contains(&f.name.as_str())
-        })
+        .filter(|f| ["open_gop_bframes.mp4", "main10_bt709.mp4", "annexb.h265"].contains(&f.name.as_str()))
         .collect();
     let root = scratch_dir("concurrent");
     let videos = stock(&root, &fixtures);

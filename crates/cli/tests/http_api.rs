@@ -18,56 +18,29 @@ fn http_api_serves_health_listing_index_and_frames() {
 
     for path in ["/health", "/healthz"] {
         let response = http_get(port, path).unwrap();
-        assert_eq!(
-            (response.status, response.text().as_str()),
-            (200, "ok"),
-            "{path}"
-        );
+        assert_eq!((response.status, response.text().as_str()), (200, "ok"), "{path}");
     }
 
-    let listing = http_get(port, "/api/v1/videos?prefix=videos")
-        .unwrap()
-        .json()
-        .unwrap();
-    let paths: Vec<&str> = listing["videos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v["path"].as_str().unwrap())
-        .collect();
+    let listing = http_get(port, "/api/v1/videos?prefix=videos").unwrap().json().unwrap();
+    let paths: Vec<&str> = listing["videos"].as_array().unwrap().iter().map(|v| v["path"].as_str().unwrap()).collect();
     assert_eq!(paths, vec!["videos/open_gop_bframes.mp4"]);
-    assert!(http_get(port, "/api/v1/videos?prefix=elsewhere")
-        .unwrap()
-        .json()
-        .unwrap()["videos"]
+    assert!(http_get(port, "/api/v1/videos?prefix=elsewhere").unwrap().json().unwrap()["videos"]
         .as_array()
         .unwrap()
         .is_empty());
 
     let key = "videos/open_gop_bframes.mp4";
     let (index_json, index) = fetch_index(&server, key).unwrap();
-    assert_eq!(
-        (index_json["width"].as_u64(), index_json["height"].as_u64()),
-        (Some(640), Some(360))
-    );
+    assert_eq!((index_json["width"].as_u64(), index_json["height"].as_u64()), (Some(640), Some(360)));
     assert_eq!(index_json["codec"], "hevc");
     assert_eq!(index_json["frame_rate"].as_f64(), Some(25.0));
     let packets = testkit::reference::packets(&fixture.path).unwrap();
     assert_eq!(index.len(), packets.len());
-    let times: Vec<f64> = index_json["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["time"].as_f64().unwrap())
-        .collect();
+    let times: Vec<f64> =
+        index_json["frames"].as_array().unwrap().iter().map(|f| f["time"].as_f64().unwrap()).collect();
     assert_eq!(times[0], 0.0);
-    assert!(
-        times.windows(2).all(|w| w[1] > w[0]),
-        "frames are listed in presentation order"
-    );
-    assert!(index
-        .iter()
-        .all(|f| f.irap_offset <= f.offset || !f.keyframe));
+    assert!(times.windows(2).all(|w| w[1] > w[0]), "frames are listed in presentation order");
+    assert!(index.iter().all(|f| f.irap_offset <= f.offset || !f.keyframe));
 
     let factor = factor_for(640);
     let reference = testkit::reference::frames(&fixture.path, factor).unwrap();
@@ -88,35 +61,12 @@ fn http_api_serves_health_listing_index_and_frames() {
     }
 
     let errors = [
-        (
-            "/api/v1/frame?video=videos/missing.mp4&frame=1",
-            404,
-            "not_found",
-        ),
+        ("/api/v1/frame?video=videos/missing.mp4&frame=1", 404, "not_found"),
         ("/api/v1/frame?video=../x.mp4&frame=1", 400, "invalid_path"),
-        (
-            &format!("/api/v1/frame?video={key}&frame=75") as &str,
-            404,
-            "not_a_frame",
-        ),
-        (
-            &format!("/api/v1/frame?video={key}&offset=1"),
-            404,
-            "not_a_frame",
-        ),
-        (
-            &format!("/api/v1/frame?video={key}"),
-            400,
-            "invalid_request",
-        ),
-        (
-            &format!(
-                "/api/v1/frame?video={key}&offset={}&irap_offset=5",
-                index[3].offset
-            ),
-            400,
-            "invalid_irap",
-        ),
+        (&format!("/api/v1/frame?video={key}&frame=75") as &str, 404, "not_a_frame"),
+        (&format!("/api/v1/frame?video={key}&offset=1"), 404, "not_a_frame"),
+        (&format!("/api/v1/frame?video={key}"), 400, "invalid_request"),
+        (&format!("/api/v1/frame?video={key}&offset={}&irap_offset=5", index[3].offset), 400, "invalid_irap"),
         ("/api/v1/videos/videos/missing.mp4/index", 404, "not_found"),
         ("/api/v1/videos/videos/readme.txt/index", 422, "not_a_video"),
     ];
@@ -127,10 +77,7 @@ fn http_api_serves_health_listing_index_and_frames() {
     }
 
     let metrics = http_get(port, "/metrics").unwrap().text();
-    for name in [
-        "bucket_streamer_storage_read_bytes_total",
-        "bucket_streamer_frames_decoded_total",
-    ] {
+    for name in ["bucket_streamer_storage_read_bytes_total", "bucket_streamer_frames_decoded_total"] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
 }

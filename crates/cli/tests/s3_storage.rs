@@ -47,8 +47,7 @@ fn every_fixture_is_frame_accurate_from_s3() {
     let (_s3, server, videos) = start_pair("s3-frames", &fixtures);
     for (key, fixture) in &videos {
         let budget = if fixture.name.contains("4k") { 12 } else { 40 };
-        let checked = verify_over_websocket(&server, key, fixture, budget)
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        let checked = verify_over_websocket(&server, key, fixture, budget).unwrap_or_else(|e| panic!("{e:#}"));
         eprintln!("s3 {key}: {checked} frames match FFmpeg");
     }
 }
@@ -71,12 +70,7 @@ fn a_frame_costs_its_irap_span_and_the_header_once() {
     assert_eq!(index_json["frame_count"], 75);
 
     // A frame in the middle of a GOP that is not a leading picture.
-    let frame = index
-        .iter()
-        .filter(|f| !f.keyframe)
-        .nth(30)
-        .unwrap()
-        .clone();
+    let frame = index.iter().filter(|f| !f.keyframe).nth(30).unwrap().clone();
     let mut client = Client::connect(&server.ws_url()).unwrap();
     let before_frame = metric(&server, "bucket_streamer_storage_read_bytes_total");
     assert_eq!(client.set_video(key).unwrap()["ok"], true);
@@ -85,15 +79,8 @@ fn a_frame_costs_its_irap_span_and_the_header_once() {
         before_frame,
         "SetVideo on an open video reads nothing again"
     );
-    client
-        .send_json(
-            &json!({"type": "RequestFrames", "frames": [{"offset": frame.offset, "index": 1}]}),
-        )
-        .unwrap();
-    assert!(matches!(
-        client.receive_answer().unwrap(),
-        Answer::Frame { .. }
-    ));
+    client.send_json(&json!({"type": "RequestFrames", "frames": [{"offset": frame.offset, "index": 1}]})).unwrap();
+    assert!(matches!(client.receive_answer().unwrap(), Answer::Frame { .. }));
     let frame_bytes = metric(&server, "bucket_streamer_storage_read_bytes_total") - before_frame;
     let span = (frame.offset + frame.size - frame.irap_offset) as f64;
     assert!(
@@ -105,17 +92,7 @@ fn a_frame_costs_its_irap_span_and_the_header_once() {
     let mut other = Client::connect(&server.ws_url()).unwrap();
     assert_eq!(other.set_video(key).unwrap()["ok"], true);
     let before_repeat = metric(&server, "bucket_streamer_storage_read_bytes_total");
-    other
-        .send_json(
-            &json!({"type": "RequestFrames", "frames": [{"offset": frame.offset, "index": 2}]}),
-        )
-        .unwrap();
-    assert!(matches!(
-        other.receive_answer().unwrap(),
-        Answer::Frame { .. }
-    ));
-    assert_eq!(
-        metric(&server, "bucket_streamer_storage_read_bytes_total"),
-        before_repeat
-    );
+    other.send_json(&json!({"type": "RequestFrames", "frames": [{"offset": frame.offset, "index": 2}]})).unwrap();
+    assert!(matches!(other.receive_answer().unwrap(), Answer::Frame { .. }));
+    assert_eq!(metric(&server, "bucket_streamer_storage_read_bytes_total"), before_repeat);
 }

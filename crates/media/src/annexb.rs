@@ -50,12 +50,7 @@ impl Scanner {
             self.unit_has_picture = false;
         }
         if !self.unit_open {
-            self.units.push(AccessUnit {
-                offset,
-                has_picture: false,
-                keyframe: false,
-                order: (0, 0),
-            });
+            self.units.push(AccessUnit { offset, has_picture: false, keyframe: false, order: (0, 0) });
             self.unit_open = true;
         }
         match kind {
@@ -116,11 +111,7 @@ fn scan(source: &dyn RangeRead, scanner: &mut Scanner) -> Result<()> {
         }
         let starts: Vec<usize> = memchr::memmem::find_iter(&pending, b"\x00\x00\x01").collect();
         // The last NAL may continue in the next chunk unless the stream ended.
-        let complete = if at_end {
-            starts.len()
-        } else {
-            starts.len().saturating_sub(1)
-        };
+        let complete = if at_end { starts.len() } else { starts.len().saturating_sub(1) };
         for pair in 0..complete {
             let code = starts[pair];
             let end = starts.get(pair + 1).copied().unwrap_or(pending.len());
@@ -150,16 +141,9 @@ fn scan(source: &dyn RangeRead, scanner: &mut Scanner) -> Result<()> {
 pub fn index(source: &dyn RangeRead) -> Result<VideoIndex> {
     let mut scanner = Scanner::default();
     scan(source, &mut scanner)?;
-    let mut units: Vec<AccessUnit> = scanner
-        .units
-        .into_iter()
-        .filter(|unit| unit.has_picture)
-        .collect();
+    let mut units: Vec<AccessUnit> = scanner.units.into_iter().filter(|unit| unit.has_picture).collect();
     ensure!(!units.is_empty(), "no HEVC pictures found in the stream");
-    ensure!(
-        !scanner.sps.is_empty(),
-        "the stream has no sequence parameter set"
-    );
+    ensure!(!scanner.sps.is_empty(), "the stream has no sequence parameter set");
     units[0].offset = 0; // the first unit owns everything before it, as in FFmpeg
     let mut ranks: Vec<usize> = (0..units.len()).collect();
     ranks.sort_by_key(|&i| (units[i].order, i));
@@ -187,10 +171,7 @@ pub fn index(source: &dyn RangeRead) -> Result<VideoIndex> {
         height: sps.height,
         timescale: ASSUMED_FRAME_RATE,
         object_size,
-        decoder: DecoderConfig {
-            extradata: scanner.parameter_sets,
-            nal_format: NalFormat::AnnexB,
-        },
+        decoder: DecoderConfig { extradata: scanner.parameter_sets, nal_format: NalFormat::AnnexB },
         samples,
     })
 }

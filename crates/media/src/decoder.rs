@@ -37,8 +37,7 @@ pub struct Decoder {
 impl Decoder {
     pub fn new(config: &DecoderConfig, threads: Threading) -> Result<Self> {
         init_ffmpeg();
-        let codec = ffmpeg::decoder::find(codec::Id::HEVC)
-            .context("this FFmpeg build has no HEVC decoder")?;
+        let codec = ffmpeg::decoder::find(codec::Id::HEVC).context("this FFmpeg build has no HEVC decoder")?;
         let mut context = codec::Context::new_with_codec(codec);
         set_extradata(&mut context, &config.extradata);
         let (kind, count) = match threads {
@@ -46,11 +45,7 @@ impl Decoder {
             Threading::Frame(count) => (threading::Type::Frame, count),
             Threading::Slice(count) => (threading::Type::Slice, count),
         };
-        context.set_threading(threading::Config {
-            kind,
-            count,
-            ..Default::default()
-        });
+        context.set_threading(threading::Config { kind, count, ..Default::default() });
         let inner = context.decoder().open_as(codec)?.video()?;
         Ok(Self { inner })
     }
@@ -60,9 +55,7 @@ impl Decoder {
         let mut packet = ffmpeg::Packet::copy(data);
         packet.set_pts(Some(pts));
         packet.set_dts(None);
-        self.inner
-            .send_packet(&packet)
-            .map_err(|error| anyhow!("the decoder rejected the sample: {error}"))
+        self.inner.send_packet(&packet).map_err(|error| anyhow!("the decoder rejected the sample: {error}"))
     }
 
     /// Returns the next decoded picture if one is ready.

@@ -123,16 +123,8 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps> {
     let coded_height = r.ue()?;
     let (mut crop_x, mut crop_y) = (0u32, 0u32);
     if r.bit()? {
-        let sub_width = if matches!(chroma_format_idc, 1 | 2) && !separate_colour_plane {
-            2
-        } else {
-            1
-        };
-        let sub_height = if chroma_format_idc == 1 && !separate_colour_plane {
-            2
-        } else {
-            1
-        };
+        let sub_width = if matches!(chroma_format_idc, 1 | 2) && !separate_colour_plane { 2 } else { 1 };
+        let sub_height = if chroma_format_idc == 1 && !separate_colour_plane { 2 } else { 1 };
         let (left, right, top, bottom) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
         crop_x = sub_width * (left.saturating_add(right));
         crop_y = sub_height * (top.saturating_add(bottom));
@@ -144,11 +136,7 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps> {
         bail!("invalid log2_max_pic_order_cnt_lsb {log2_max_poc_lsb}");
     }
     let ordering_info_present = r.bit()?;
-    let first = if ordering_info_present {
-        0
-    } else {
-        max_sub_layers_minus1
-    };
+    let first = if ordering_info_present { 0 } else { max_sub_layers_minus1 };
     let mut max_num_reorder = 0;
     for _ in first..=max_sub_layers_minus1 {
         let _max_dec_pic_buffering_minus1 = r.ue()?;
@@ -179,12 +167,7 @@ pub fn parse_pps(nal: &[u8]) -> Result<Pps> {
     let _dependent_slice_segments_enabled = r.bit()?;
     let output_flag_present = r.bit()?;
     let num_extra_slice_header_bits = r.bits(3)?;
-    Ok(Pps {
-        id,
-        sps_id,
-        output_flag_present,
-        num_extra_slice_header_bits,
-    })
+    Ok(Pps { id, sps_id, output_flag_present, num_extra_slice_header_bits })
 }
 
 /// What the first slice segment of a picture says about its output.
@@ -197,10 +180,7 @@ pub struct SliceInfo {
 
 /// Reads a first slice segment header up to `slice_pic_order_cnt_lsb`.
 /// `lookup` finds the PPS and its SPS by PPS id.
-pub fn parse_first_slice<'p>(
-    nal: &[u8],
-    lookup: impl Fn(u32) -> Option<(&'p Pps, &'p Sps)>,
-) -> Result<SliceInfo> {
+pub fn parse_first_slice<'p>(nal: &[u8], lookup: impl Fn(u32) -> Option<(&'p Pps, &'p Sps)>) -> Result<SliceInfo> {
     let kind = nal_type(nal);
     if !starts_picture(nal) {
         bail!("not the first slice segment of a picture");
@@ -213,28 +193,15 @@ pub fn parse_first_slice<'p>(
         r.skip(1)?; // no_output_of_prior_pics_flag
     }
     let pps_id = r.ue()?;
-    let (pps, sps) =
-        lookup(pps_id).with_context(|| format!("slice refers to unknown PPS {pps_id}"))?;
+    let (pps, sps) = lookup(pps_id).with_context(|| format!("slice refers to unknown PPS {pps_id}"))?;
     r.skip(pps.num_extra_slice_header_bits as usize)?;
     let _slice_type = r.ue()?;
-    let pic_output = if pps.output_flag_present {
-        r.bit()?
-    } else {
-        true
-    };
+    let pic_output = if pps.output_flag_present { r.bit()? } else { true };
     if sps.separate_colour_plane {
         r.skip(2)?;
     }
-    let poc_lsb = if is_idr(kind) {
-        0
-    } else {
-        r.bits(sps.log2_max_poc_lsb)?
-    };
-    Ok(SliceInfo {
-        pps_id,
-        poc_lsb,
-        pic_output,
-    })
+    let poc_lsb = if is_idr(kind) { 0 } else { r.bits(sps.log2_max_poc_lsb)? };
+    Ok(SliceInfo { pps_id, poc_lsb, pic_output })
 }
 
 /// Picture order count across a stream (H.265 §8.3.1), plus a coded video
@@ -256,8 +223,7 @@ impl PocTracker {
     /// Returns `(coded video sequence number, POC)` of the next picture.
     pub fn next(&mut self, nal: &[u8], slice: &SliceInfo, log2_max_poc_lsb: u32) -> (u32, i32) {
         let kind = nal_type(nal);
-        let new_sequence =
-            is_irap(kind) && (kind != NAL_CRA || !self.started || self.after_end_of_sequence);
+        let new_sequence = is_irap(kind) && (kind != NAL_CRA || !self.started || self.after_end_of_sequence);
         if new_sequence && self.started {
             self.sequence += 1;
         }
@@ -288,15 +254,8 @@ impl PocTracker {
 
 /// Splits an Annex-B buffer into NAL units (start codes removed).
 pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let starts: Vec<usize> = memchr::memmem::find_iter(data, b"\x00\x00\x01")
-        .map(|at| at + 3)
-        .collect();
-    let ends: Vec<usize> = starts
-        .iter()
-        .skip(1)
-        .map(|&next| next - 3)
-        .chain([data.len()])
-        .collect();
+    let starts: Vec<usize> = memchr::memmem::find_iter(data, b"\x00\x00\x01").map(|at| at + 3).collect();
+    let ends: Vec<usize> = starts.iter().skip(1).map(|&next| next - 3).chain([data.len()]).collect();
     starts.into_iter().zip(ends).map(move |(start, end)| {
         let mut nal = &data[start..end];
         while let [rest @ .., 0] = nal {
@@ -316,11 +275,7 @@ mod tests {
         let mut tracker = PocTracker::default();
         let idr = [NAL_IDR_W_RADL << 1, 1, 0x80];
         let trail = [1u8 << 1, 1, 0x80];
-        let slice = |lsb| SliceInfo {
-            pps_id: 0,
-            poc_lsb: lsb,
-            pic_output: true,
-        };
+        let slice = |lsb| SliceInfo { pps_id: 0, poc_lsb: lsb, pic_output: true };
         assert_eq!(tracker.next(&idr, &slice(0), sps), (0, 0));
         assert_eq!(tracker.next(&trail, &slice(8), sps), (0, 8));
         assert_eq!(tracker.next(&trail, &slice(15), sps), (0, 15));
@@ -330,13 +285,8 @@ mod tests {
 
     #[test]
     fn splits_annexb() {
-        let data = [
-            0, 0, 0, 1, 0x40, 1, 7, 0, 0, 1, 0x42, 1, 0, 0, 0, 1, 0x26, 1,
-        ];
+        let data = [0, 0, 0, 1, 0x40, 1, 7, 0, 0, 1, 0x42, 1, 0, 0, 0, 1, 0x26, 1];
         let nals: Vec<&[u8]> = annexb_nals(&data).collect();
-        assert_eq!(
-            nals,
-            vec![&[0x40, 1, 7][..], &[0x42, 1][..], &[0x26, 1][..]]
-        );
+        assert_eq!(nals, vec![&[0x40, 1, 7][..], &[0x42, 1][..], &[0x26, 1][..]]);
     }
 }

@@ -128,11 +128,7 @@ impl VideoIndex {
             let irap = current_irap.unwrap_or(0);
             let irap_pts = parts.samples[irap as usize].pts;
             let leading = !raw.keyframe && raw.pts < irap_pts;
-            let decode_from = if leading {
-                previous_irap.unwrap_or(irap)
-            } else {
-                irap
-            };
+            let decode_from = if leading { previous_irap.unwrap_or(irap) } else { irap };
             samples.push(Sample {
                 offset: raw.offset,
                 size: raw.size,
@@ -167,10 +163,7 @@ impl VideoIndex {
 
     /// Decode-order position of the sample starting at `offset`.
     pub fn position_at(&self, offset: u64) -> Option<u32> {
-        let found = self
-            .by_offset
-            .binary_search_by_key(&offset, |&p| self.samples[p as usize].offset)
-            .ok()?;
+        let found = self.by_offset.binary_search_by_key(&offset, |&p| self.samples[p as usize].offset).ok()?;
         Some(self.by_offset[found])
     }
 
@@ -197,9 +190,7 @@ impl VideoIndex {
 }
 
 /// Reads `(width, height)` from the SPS among `nals`, if there is one.
-pub fn dimensions_from_parameter_sets<'a>(
-    nals: impl IntoIterator<Item = &'a [u8]>,
-) -> Option<(u32, u32)> {
+pub fn dimensions_from_parameter_sets<'a>(nals: impl IntoIterator<Item = &'a [u8]>) -> Option<(u32, u32)> {
     nals.into_iter()
         .filter(|nal| hevc::nal_type(nal) == hevc::NAL_SPS)
         .find_map(|nal| hevc::parse_sps(nal).ok())

@@ -20,11 +20,7 @@ impl Handle {
 
     fn error(&self) -> String {
         // SAFETY: the handle is valid; TurboJPEG returns a NUL-terminated string it owns.
-        unsafe {
-            CStr::from_ptr(tj::tjGetErrorStr2(self.0))
-                .to_string_lossy()
-                .into_owned()
-        }
+        unsafe { CStr::from_ptr(tj::tjGetErrorStr2(self.0)).to_string_lossy().into_owned() }
     }
 }
 
@@ -42,25 +38,15 @@ thread_local! {
 
 /// Encodes JFIF planes as a baseline JPEG at `quality` (1-100).
 pub fn encode(planes: &JfifPlanes, quality: u8) -> Result<Vec<u8>> {
-    ensure!(
-        (1..=100).contains(&quality),
-        "JPEG quality must be 1-100, not {quality}"
-    );
+    ensure!((1..=100).contains(&quality), "JPEG quality must be 1-100, not {quality}");
     let chroma_width = planes.chroma_width();
-    ensure!(
-        planes.y.len() >= planes.width * planes.height,
-        "luma plane too small"
-    );
+    ensure!(planes.y.len() >= planes.width * planes.height, "luma plane too small");
     COMPRESSOR.with(|cell| {
         // SAFETY: tjInitCompress has no preconditions.
         let mut slot = cell.borrow_mut();
         let handle = slot.get_or_insert_with(|| Handle::new(unsafe { tj::tjInitCompress() }));
         let mut sources = [planes.y.as_ptr(), planes.u.as_ptr(), planes.v.as_ptr()];
-        let strides = [
-            planes.width as c_int,
-            chroma_width as c_int,
-            chroma_width as c_int,
-        ];
+        let strides = [planes.width as c_int, chroma_width as c_int, chroma_width as c_int];
         let mut output: *mut c_uchar = std::ptr::null_mut();
         let mut size: c_ulong = 0;
         // SAFETY: the planes hold width x height luma and ceil(w/2) x ceil(h/2)
@@ -142,10 +128,6 @@ pub fn decode_rgb(jpeg: &[u8]) -> Result<Rgb> {
             )
         };
         ensure!(status == 0, "JPEG decoding failed: {}", handle.error());
-        Ok(Rgb {
-            width,
-            height,
-            pixels,
-        })
+        Ok(Rgb { width, height, pixels })
     })
 }

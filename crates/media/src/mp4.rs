@@ -20,9 +20,8 @@ const MAX_MOOF_BYTES: u64 = 16 * 1024 * 1024;
 const NON_SYNC_SAMPLE: u32 = 0x0001_0000;
 
 /// Box types that may start an ISO-BMFF / QuickTime file.
-pub const TOP_LEVEL_BOXES: [&[u8; 4]; 9] = [
-    b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"sidx",
-];
+pub const TOP_LEVEL_BOXES: [&[u8; 4]; 9] =
+    [b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"sidx"];
 
 struct BoxHeader {
     kind: [u8; 4],
@@ -41,28 +40,18 @@ fn read_box_header(reader: &mut WindowedReader, offset: u64) -> Result<Option<Bo
     let (size, header_len) = match size32 {
         0 => (object_size - offset, 8),
         1 => {
-            ensure!(
-                head.len() >= 16,
-                "truncated 64-bit box header at byte {offset}"
-            );
+            ensure!(head.len() >= 16, "truncated 64-bit box header at byte {offset}");
             (u64::from_be_bytes(head[8..16].try_into()?), 16)
         }
         size => (u64::from(size), 8),
     };
-    ensure!(
-        size >= header_len,
-        "invalid box size {size} at byte {offset}"
-    );
+    ensure!(size >= header_len, "invalid box size {size} at byte {offset}");
     Ok(Some(BoxHeader { kind, offset, size }))
 }
 
 fn read_whole_box(reader: &mut WindowedReader, header: &BoxHeader, limit: u64) -> Result<Vec<u8>> {
     let name = String::from_utf8_lossy(&header.kind);
-    ensure!(
-        header.size <= limit,
-        "'{name}' box of {} bytes is larger than the {limit} byte limit",
-        header.size
-    );
+    ensure!(header.size <= limit, "'{name}' box of {} bytes is larger than the {limit} byte limit", header.size);
     ensure!(
         header.offset + header.size <= reader.size(),
         "'{name}' box at byte {} runs past the end of the file: truncated file",
@@ -81,15 +70,12 @@ pub fn index(source: &dyn RangeRead) -> Result<VideoIndex> {
         match &header.kind {
             b"moov" => {
                 let bytes = read_whole_box(&mut reader, &header, MAX_MOOV_BYTES)?;
-                moov = Some(
-                    Moov::decode(&mut bytes.as_slice()).context("cannot parse the 'moov' box")?,
-                );
+                moov = Some(Moov::decode(&mut bytes.as_slice()).context("cannot parse the 'moov' box")?);
             }
             b"moof" => {
                 let bytes = read_whole_box(&mut reader, &header, MAX_MOOF_BYTES)?;
-                let moof = Moof::decode(&mut bytes.as_slice()).with_context(|| {
-                    format!("cannot parse the 'moof' box at byte {}", header.offset)
-                })?;
+                let moof = Moof::decode(&mut bytes.as_slice())
+                    .with_context(|| format!("cannot parse the 'moof' box at byte {}", header.offset))?;
                 fragments.push((header.offset, moof));
             }
             _ => {}
@@ -110,56 +96,36 @@ fn build(moov: &Moov, fragments: &[(u64, Moof)], object_size: u64) -> Result<Vid
     let (visual, hvcc) = match stbl.stsd.codecs.first() {
         Some(Codec::Hvc1(entry)) => (&entry.visual, &entry.hvcc),
         Some(Codec::Hev1(entry)) => (&entry.visual, &entry.hvcc),
-        Some(other) => bail!(
-            "unsupported codec {}: this server decodes H.265/HEVC (hvc1/hev1)",
-            codec_name(other)
-        ),
+        Some(other) => bail!("unsupported codec {}: this server decodes H.265/HEVC (hvc1/hev1)", codec_name(other)),
         None => bail!("the video track has no sample description"),
     };
     let mut encoded = Vec::new();
     hvcc.encode(&mut encoded)?;
     let extradata = encoded.split_off(8); // drop the box header, keep the hvcC record
-    let parameter_sets = hvcc
-        .arrays
-        .iter()
-        .flat_map(|array| array.nalus.iter().map(Vec::as_slice));
+    let parameter_sets = hvcc.arrays.iter().flat_map(|array| array.nalus.iter().map(Vec::as_slice));
     let (width, height) = crate::index::dimensions_from_parameter_sets(parameter_sets)
         .unwrap_or((u32::from(visual.width), u32::from(visual.height)));
     let mut samples = sample_table(stbl)?;
     let fragmented = !fragments.is_empty();
     if fragmented {
-        let trex = moov
-            .mvex
-            .as_ref()
-            .and_then(|mvex| mvex.trex.iter().find(|t| t.track_id == trak.tkhd.track_id));
+        let trex = moov.mvex.as_ref().and_then(|mvex| mvex.trex.iter().find(|t| t.track_id == trak.tkhd.track_id));
         fragment_samples(trak, trex, fragments, &mut samples)?;
     }
     VideoIndex::build(IndexParts {
-        container: if fragmented {
-            Container::FragmentedMp4
-        } else {
-            Container::Mp4
-        },
+        container: if fragmented { Container::FragmentedMp4 } else { Container::Mp4 },
         codec: "hevc",
         width,
         height,
         timescale: trak.mdia.mdhd.timescale.max(1),
         object_size,
-        decoder: DecoderConfig {
-            extradata,
-            nal_format: NalFormat::LengthPrefixed(hvcc.length_size_minus_one + 1),
-        },
+        decoder: DecoderConfig { extradata, nal_format: NalFormat::LengthPrefixed(hvcc.length_size_minus_one + 1) },
         samples,
     })
 }
 
 fn codec_name(codec: &Codec) -> String {
     let debug = format!("{codec:?}");
-    debug
-        .split(['(', ' ', '{'])
-        .next()
-        .unwrap_or("unknown")
-        .to_lowercase()
+    debug.split(['(', ' ', '{']).next().unwrap_or("unknown").to_lowercase()
 }
 
 /// Expands a classic sample table (stsz/stsc/stco/stts/ctts/stss) into samples.
@@ -180,9 +146,7 @@ fn sample_table(stbl: &Stbl) -> Result<Vec<RawSample>> {
     let entries = &stbl.stsc.entries;
     for (entry_index, entry) in entries.iter().enumerate() {
         let first_chunk = entry.first_chunk.max(1) as usize;
-        let last_chunk = entries
-            .get(entry_index + 1)
-            .map_or(chunk_offsets.len(), |next| next.first_chunk as usize - 1);
+        let last_chunk = entries.get(entry_index + 1).map_or(chunk_offsets.len(), |next| next.first_chunk as usize - 1);
         for chunk in first_chunk..=last_chunk.min(chunk_offsets.len()) {
             let mut position = chunk_offsets[chunk - 1];
             for _ in 0..entry.samples_per_chunk {
@@ -194,40 +158,21 @@ fn sample_table(stbl: &Stbl) -> Result<Vec<RawSample>> {
             }
         }
     }
-    ensure!(
-        offsets.len() == sizes.len(),
-        "sample table lists {} sizes but {} offsets",
-        sizes.len(),
-        offsets.len()
-    );
-    let mut durations = stbl
-        .stts
-        .entries
-        .iter()
-        .flat_map(|e| std::iter::repeat_n(e.sample_delta, e.sample_count as usize));
+    ensure!(offsets.len() == sizes.len(), "sample table lists {} sizes but {} offsets", sizes.len(), offsets.len());
+    let mut durations =
+        stbl.stts.entries.iter().flat_map(|e| std::iter::repeat_n(e.sample_delta, e.sample_count as usize));
     let mut composition = stbl
         .ctts
         .iter()
         .flat_map(|ctts| ctts.entries.iter())
         .flat_map(|e| std::iter::repeat_n(e.sample_offset, e.sample_count as usize));
-    let sync: Option<std::collections::HashSet<u32>> = stbl
-        .stss
-        .as_ref()
-        .map(|s| s.entries.iter().copied().collect());
+    let sync: Option<std::collections::HashSet<u32>> = stbl.stss.as_ref().map(|s| s.entries.iter().copied().collect());
     let mut dts = 0i64;
     let mut samples = Vec::with_capacity(sizes.len());
     for (index, (&size, &offset)) in sizes.iter().zip(&offsets).enumerate() {
         let pts = dts + composition.next().unwrap_or(0);
-        let keyframe = sync
-            .as_ref()
-            .is_none_or(|sync| sync.contains(&(index as u32 + 1)));
-        samples.push(RawSample {
-            offset,
-            size,
-            dts,
-            pts,
-            keyframe,
-        });
+        let keyframe = sync.as_ref().is_none_or(|sync| sync.contains(&(index as u32 + 1)));
+        samples.push(RawSample { offset, size, dts, pts, keyframe });
         dts += i64::from(durations.next().unwrap_or(0));
     }
     Ok(samples)
@@ -243,11 +188,7 @@ fn fragment_samples(
     let track_id = trak.tkhd.track_id;
     let mut next_dts = samples.last().map_or(0, |last| last.dts + 1);
     for (moof_offset, moof) in fragments {
-        for traf in moof
-            .traf
-            .iter()
-            .filter(|traf| traf.tfhd.track_id == track_id)
-        {
+        for traf in moof.traf.iter().filter(|traf| traf.tfhd.track_id == track_id) {
             let tfhd = &traf.tfhd;
             let base = tfhd.base_data_offset.unwrap_or(*moof_offset);
             if let Some(tfdt) = &traf.tfdt {
@@ -256,9 +197,7 @@ fn fragment_samples(
             let mut position = base;
             for trun in &traf.trun {
                 if let Some(data_offset) = trun.data_offset {
-                    position = base
-                        .checked_add_signed(i64::from(data_offset))
-                        .context("invalid trun data offset")?;
+                    position = base.checked_add_signed(i64::from(data_offset)).context("invalid trun data offset")?;
                 }
                 for entry in trun.samples.iter() {
                     let duration = entry
@@ -266,16 +205,10 @@ fn fragment_samples(
                         .or(tfhd.default_sample_duration)
                         .or(trex.map(|t| t.default_sample_duration))
                         .unwrap_or(0);
-                    let size = entry
-                        .size
-                        .or(tfhd.default_sample_size)
-                        .or(trex.map(|t| t.default_sample_size))
-                        .unwrap_or(0);
-                    let flags = entry
-                        .flags
-                        .or(tfhd.default_sample_flags)
-                        .or(trex.map(|t| t.default_sample_flags))
-                        .unwrap_or(0);
+                    let size =
+                        entry.size.or(tfhd.default_sample_size).or(trex.map(|t| t.default_sample_size)).unwrap_or(0);
+                    let flags =
+                        entry.flags.or(tfhd.default_sample_flags).or(trex.map(|t| t.default_sample_flags)).unwrap_or(0);
                     samples.push(RawSample {
                         offset: position,
                         size,

@@ -27,9 +27,7 @@ pub struct Span {
 
 impl Span {
     pub fn new(offset: u64, bytes: Bytes) -> Self {
-        Self {
-            pieces: vec![(offset, bytes)],
-        }
+        Self { pieces: vec![(offset, bytes)] }
     }
 
     /// Appends bytes that continue the span exactly where it ends.
@@ -40,10 +38,7 @@ impl Span {
 
     pub fn range(&self) -> Range<u64> {
         let start = self.pieces.first().map_or(0, |(offset, _)| *offset);
-        let end = self
-            .pieces
-            .last()
-            .map_or(0, |(offset, bytes)| offset + bytes.len() as u64);
+        let end = self.pieces.last().map_or(0, |(offset, bytes)| offset + bytes.len() as u64);
         start..end
     }
 
@@ -65,13 +60,10 @@ impl Span {
         if !self.covers(&range) {
             return None;
         }
-        let within = |(offset, bytes): &(u64, Bytes)| {
-            range.start >= *offset && range.end <= offset + bytes.len() as u64
-        };
+        let within =
+            |(offset, bytes): &(u64, Bytes)| range.start >= *offset && range.end <= offset + bytes.len() as u64;
         if let Some((offset, bytes)) = self.pieces.iter().find(|piece| within(piece)) {
-            return Some(Cow::Borrowed(
-                &bytes[(range.start - offset) as usize..(range.end - offset) as usize],
-            ));
+            return Some(Cow::Borrowed(&bytes[(range.start - offset) as usize..(range.end - offset) as usize]));
         }
         let mut joined = Vec::with_capacity((range.end - range.start) as usize);
         for (offset, bytes) in &self.pieces {
@@ -142,45 +134,27 @@ impl Player {
     /// Decodes sample `target` (decode-order position). `span` must cover
     /// `required_bytes(index, target)`; bytes beyond it let the decoder run
     /// ahead instead of draining, which keeps it positioned for the next frame.
-    pub fn picture(
-        &mut self,
-        index: &VideoIndex,
-        target: u32,
-        span: &Span,
-    ) -> Result<Video, DecodeError> {
+    pub fn picture(&mut self, index: &VideoIndex, target: u32, span: &Span) -> Result<Video, DecodeError> {
         let sample = *index.sample(target);
         if let Some(frame) = self.take_kept(sample.pts) {
             return Ok(frame);
         }
         let start = sample.decode_from.min(target);
-        let resumable = self
-            .position
-            .is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start);
+        let resumable = self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start);
         if resumable {
             if let Some(frame) = self.run(index, target, span, false)? {
                 return Ok(frame);
             }
         }
-        self.run(index, target, span, true)?
-            .ok_or(DecodeError::NotDecodable)
+        self.run(index, target, span, true)?.ok_or(DecodeError::NotDecodable)
     }
 
-    fn run(
-        &mut self,
-        index: &VideoIndex,
-        target: u32,
-        span: &Span,
-        restart: bool,
-    ) -> Result<Option<Video>> {
+    fn run(&mut self, index: &VideoIndex, target: u32, span: &Span, restart: bool) -> Result<Option<Video>> {
         let target_pts = index.sample(target).pts;
         if restart {
             self.decoder.reset();
             let start = index.sample(target).decode_from.min(target);
-            self.position = Some(Position {
-                started_at: start,
-                next: start,
-                drained: false,
-            });
+            self.position = Some(Position { started_at: start, next: start, drained: false });
         }
         let result = self.feed_until(index, target_pts, target, span);
         if result.is_err() {
@@ -189,13 +163,7 @@ impl Player {
         result
     }
 
-    fn feed_until(
-        &mut self,
-        index: &VideoIndex,
-        target_pts: i64,
-        target: u32,
-        span: &Span,
-    ) -> Result<Option<Video>> {
+    fn feed_until(&mut self, index: &VideoIndex, target_pts: i64, target: u32, span: &Span) -> Result<Option<Video>> {
         let mut position = self.position.expect("run sets the position");
         loop {
             if let Some(frame) = self.take_kept(target_pts) {
@@ -211,11 +179,7 @@ impl Player {
                     position.next += 1;
                 }
                 (Some(_), None) if position.next <= target => {
-                    bail!(
-                        "sample {} is not in the fetched bytes {:?}",
-                        position.next,
-                        span.range()
-                    )
+                    bail!("sample {} is not in the fetched bytes {:?}", position.next, span.range())
                 }
                 _ if !position.drained => {
                     self.decoder.drain()?;
@@ -250,16 +214,10 @@ impl Player {
     }
 
     fn take_kept(&self, pts: i64) -> Option<Video> {
-        self.kept
-            .iter()
-            .rev()
-            .find(|(kept_pts, _)| *kept_pts == pts)
-            .map(|(_, frame)| share(frame))
+        self.kept.iter().rev().find(|(kept_pts, _)| *kept_pts == pts).map(|(_, frame)| share(frame))
     }
 }
 
 fn frame_bytes(frame: &Video) -> usize {
-    (0..frame.planes())
-        .map(|plane| frame.data(plane).len())
-        .sum()
+    (0..frame.planes()).map(|plane| frame.data(plane).len()).sum()
 }

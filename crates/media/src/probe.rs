@@ -15,11 +15,7 @@ pub fn index(source: &dyn RangeRead) -> Result<VideoIndex> {
     if annexb::looks_like_annexb(&head) {
         return annexb::index(source);
     }
-    if head.len() >= 8
-        && mp4::TOP_LEVEL_BOXES
-            .iter()
-            .any(|kind| &head[4..8] == kind.as_slice())
-    {
+    if head.len() >= 8 && mp4::TOP_LEVEL_BOXES.iter().any(|kind| &head[4..8] == kind.as_slice()) {
         return mp4::index(source);
     }
     bail!("not a video this server can read: neither MP4/MOV nor a raw H.265 (Annex-B) stream")

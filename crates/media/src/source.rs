@@ -56,12 +56,7 @@ pub struct WindowedReader<'a> {
 
 impl<'a> WindowedReader<'a> {
     pub fn new(source: &'a dyn RangeRead, window: u64) -> Self {
-        Self {
-            source,
-            window,
-            cached_offset: 0,
-            cached: Vec::new(),
-        }
+        Self { source, window, cached_offset: 0, cached: Vec::new() }
     }
 
     pub fn size(&self) -> u64 {

@@ -15,12 +15,7 @@ fn check(fixture: &testkit::fixtures::Fixture) {
     let index = media::probe::index(&source).unwrap();
     let factor = factor_for(index.width as usize);
     let reference = testkit::reference::frames(&fixture.path, factor).unwrap();
-    assert_eq!(
-        reference.len(),
-        index.samples.len(),
-        "{}: frame count",
-        fixture.name
-    );
+    assert_eq!(reference.len(), index.samples.len(), "{}: frame count", fixture.name);
     let mut player = Player::new(&index, Threading::Single, 64 << 20).unwrap();
     let mut order: Vec<u32> = (0..index.samples.len() as u32).collect();
     order.shuffle(&mut rand::rng());
@@ -28,13 +23,10 @@ fn check(fixture: &testkit::fixtures::Fixture) {
     for frame in order {
         let (position, _) = index.frame(frame).unwrap();
         let range = Player::required_bytes(&index, position);
-        let bytes = source
-            .read_range(range.start, range.end - range.start)
-            .unwrap();
+        let bytes = source.read_range(range.start, range.end - range.start).unwrap();
         let span = Span::new(range.start, Bytes::from(bytes));
-        let picture = player
-            .picture(&index, position, &span)
-            .unwrap_or_else(|e| panic!("{} frame {frame}: {e}", fixture.name));
+        let picture =
+            player.picture(&index, position, &span).unwrap_or_else(|e| panic!("{} frame {frame}: {e}", fixture.name));
         let jpeg = media::encode_jpeg(&picture, 90).unwrap();
         let rgb = media::jpeg::decode_rgb(&jpeg).unwrap();
         let small = box_downscale(&rgb.pixels, rgb.width, rgb.height, factor);

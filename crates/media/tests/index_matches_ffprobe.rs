@@ -5,52 +5,23 @@ use media::{FileSource, VideoIndex};
 
 fn check(fixture: &testkit::fixtures::Fixture) {
     let source = FileSource::open(&fixture.path).unwrap();
-    let index: VideoIndex =
-        media::probe::index(&source).unwrap_or_else(|e| panic!("{}: {e:#}", fixture.name));
+    let index: VideoIndex = media::probe::index(&source).unwrap_or_else(|e| panic!("{}: {e:#}", fixture.name));
     let packets = testkit::reference::packets(&fixture.path).unwrap();
-    assert_eq!(
-        index.samples.len(),
-        packets.len(),
-        "{}: sample count",
-        fixture.name
-    );
+    assert_eq!(index.samples.len(), packets.len(), "{}: sample count", fixture.name);
     for (position, (sample, packet)) in index.samples.iter().zip(&packets).enumerate() {
-        assert_eq!(
-            sample.offset, packet.pos,
-            "{} sample {position}: offset",
-            fixture.name
-        );
-        assert_eq!(
-            u64::from(sample.size),
-            packet.size,
-            "{} sample {position}: size",
-            fixture.name
-        );
-        assert_eq!(
-            sample.keyframe,
-            packet.keyframe(),
-            "{} sample {position}: keyframe",
-            fixture.name
-        );
+        assert_eq!(sample.offset, packet.pos, "{} sample {position}: offset", fixture.name);
+        assert_eq!(u64::from(sample.size), packet.size, "{} sample {position}: size", fixture.name);
+        assert_eq!(sample.keyframe, packet.keyframe(), "{} sample {position}: keyframe", fixture.name);
     }
     // Presentation order: where ffprobe knows pts, sorting by it must give ours.
     if packets.iter().all(|p| p.pts.is_some()) {
         let mut theirs: Vec<usize> = (0..packets.len()).collect();
         theirs.sort_by_key(|&i| (packets[i].pts, i));
-        let ours: Vec<usize> = index
-            .presentation_order
-            .iter()
-            .map(|&p| p as usize)
-            .collect();
+        let ours: Vec<usize> = index.presentation_order.iter().map(|&p| p as usize).collect();
         assert_eq!(ours, theirs, "{}: presentation order", fixture.name);
     }
     let info = testkit::reference::stream_info(&fixture.path).unwrap();
-    assert_eq!(
-        (index.width, index.height),
-        (info.width, info.height),
-        "{}: dimensions",
-        fixture.name
-    );
+    assert_eq!((index.width, index.height), (info.width, info.height), "{}: dimensions", fixture.name);
 }
 
 #[test]

@@ -24,10 +24,7 @@ pub struct FrameFailure {
 
 impl FrameFailure {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -73,16 +70,10 @@ impl Channel {
             anyhow::Ok((index, player))
         })
         .await
-        .map_err(|e| OpenError::NotVideo {
-            path: text.clone(),
-            reason: format!("indexing crashed: {e}"),
-        })?;
+        .map_err(|e| OpenError::NotVideo { path: text.clone(), reason: format!("indexing crashed: {e}") })?;
         let (index, player) = built.map_err(|error| match error.downcast::<StorageError>() {
             Ok(storage_error) => OpenError::Storage(storage_error),
-            Err(other) => OpenError::NotVideo {
-                path: text.clone(),
-                reason: format!("{other:#}"),
-            },
+            Err(other) => OpenError::NotVideo { path: text.clone(), reason: format!("{other:#}") },
         })?;
         Ok(Self {
             url: storage.url_of(&path),
@@ -103,15 +94,15 @@ impl Channel {
             if offset >= last_end {
                 return Err(FrameFailure::new(
                     "offset_out_of_range",
-                    format!("offset {offset} is past the last frame of {} (frames end at byte {last_end})", self.path.text),
+                    format!(
+                        "offset {offset} is past the last frame of {} (frames end at byte {last_end})",
+                        self.path.text
+                    ),
                 ));
             }
             return Err(FrameFailure::new(
                 "not_a_frame",
-                format!(
-                    "offset {offset} is not the start of a frame in {}",
-                    self.path.text
-                ),
+                format!("offset {offset} is not the start of a frame in {}", self.path.text),
             ));
         };
         if let Some(irap_offset) = irap_offset {
@@ -144,9 +135,7 @@ impl Channel {
         let (index, player) = (self.index.clone(), self.player.clone());
         tokio::task::spawn_blocking(move || {
             let picture = {
-                let mut player = player
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut player = player.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let before = player.pictures_decoded();
                 let result = player.picture(&index, position, &span);
                 metrics::counter!(FRAMES_DECODED).increment(player.pictures_decoded() - before);
@@ -154,9 +143,7 @@ impl Channel {
             };
             let picture = picture.map_err(|error| match error {
                 DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
-                DecodeError::Failed(cause) => {
-                    FrameFailure::new("decode_failed", format!("{cause:#}"))
-                }
+                DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
             })?;
             media::encode_jpeg(&picture, quality)
                 .map(Bytes::from)
@@ -179,18 +166,12 @@ impl Channel {
             }
             None => Span::new(needed.start, self.read(needed.clone()).await?),
         };
-        self.spans
-            .lock()
-            .expect("span cache lock")
-            .insert(span.clone());
+        self.spans.lock().expect("span cache lock").insert(span.clone());
         Ok(span)
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Bytes, FrameFailure> {
-        self.storage
-            .read_range(&self.path, range)
-            .await
-            .map_err(|e| FrameFailure::new("storage_error", e.to_string()))
+        self.storage.read_range(&self.path, range).await.map_err(|e| FrameFailure::new("storage_error", e.to_string()))
     }
 }
 
@@ -216,12 +197,9 @@ impl SpanCache {
 
     fn insert(&mut self, span: Span) {
         let range = span.range();
-        self.spans
-            .retain(|old| !(old.range().start >= range.start && old.range().end <= range.end));
+        self.spans.retain(|old| !(old.range().start >= range.start && old.range().end <= range.end));
         self.spans.push_back(span);
-        while self.spans.len() > 1
-            && self.spans.iter().map(Span::len).sum::<usize>() > SPAN_CACHE_BYTES
-        {
+        while self.spans.len() > 1 && self.spans.iter().map(Span::len).sum::<usize>() > SPAN_CACHE_BYTES {
             self.spans.pop_front();
         }
     }

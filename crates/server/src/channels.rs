@@ -19,11 +19,7 @@ pub struct Channels {
 
 impl Channels {
     pub fn new(storage: Arc<Storage>, limit: usize) -> Self {
-        Self {
-            storage,
-            slots: Mutex::new(HashMap::new()),
-            limit,
-        }
+        Self { storage, slots: Mutex::new(HashMap::new()), limit }
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -35,18 +31,13 @@ impl Channels {
         let path = self.storage.parse_path(path)?;
         let slot = self.slot(&path.text)?;
         let storage = self.storage.clone();
-        let opened = slot
-            .get_or_try_init(|| async { Channel::open(storage, path.clone()).await.map(Arc::new) })
-            .await;
+        let opened = slot.get_or_try_init(|| async { Channel::open(storage, path.clone()).await.map(Arc::new) }).await;
         match opened {
             Ok(channel) => Ok(channel.clone()),
             Err(error) => {
                 // Failed opens leave no entry behind (a later upload may succeed).
                 let mut slots = self.slots.lock().expect("channel map lock");
-                if slots
-                    .get(&path.text)
-                    .is_some_and(|s| Arc::ptr_eq(s, &slot) && s.get().is_none())
-                {
+                if slots.get(&path.text).is_some_and(|s| Arc::ptr_eq(s, &slot) && s.get().is_none()) {
                     slots.remove(&path.text);
                 }
                 metrics::gauge!(CHANNELS).set(slots.len() as f64);
@@ -62,9 +53,7 @@ impl Channels {
         }
         if slots.len() >= self.limit {
             // Close videos nobody holds: only this map refers to them.
-            slots.retain(|_, slot| {
-                Arc::strong_count(slot) > 1 || slot.get().is_some_and(|c| Arc::strong_count(c) > 1)
-            });
+            slots.retain(|_, slot| Arc::strong_count(slot) > 1 || slot.get().is_some_and(|c| Arc::strong_count(c) > 1));
         }
         if slots.len() >= self.limit {
             return Err(OpenError::Refused(format!(

@@ -120,18 +120,9 @@ impl ServeArgs {
             }
         }
         anyhow::ensure!(self.max_sessions > 0, "--max-sessions must be at least 1");
-        anyhow::ensure!(
-            self.max_frames_per_request > 0,
-            "--max-frames-per-request must be at least 1"
-        );
-        anyhow::ensure!(
-            self.max_open_videos > 0,
-            "--max-open-videos must be at least 1"
-        );
-        anyhow::ensure!(
-            self.storage_timeout_secs > 0,
-            "--storage-timeout-secs must be at least 1"
-        );
+        anyhow::ensure!(self.max_frames_per_request > 0, "--max-frames-per-request must be at least 1");
+        anyhow::ensure!(self.max_open_videos > 0, "--max-open-videos must be at least 1");
+        anyhow::ensure!(self.storage_timeout_secs > 0, "--storage-timeout-secs must be at least 1");
         Ok(())
     }
 }

@@ -27,16 +27,10 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    metrics::describe_counter!(
-        STORAGE_REQUESTS,
-        "Range and metadata requests sent to storage"
-    );
+    metrics::describe_counter!(STORAGE_REQUESTS, "Range and metadata requests sent to storage");
     metrics::describe_counter!(STORAGE_READ_BYTES, "Bytes read from storage");
     metrics::describe_counter!(FRAMES_SERVED, "Frames sent to clients");
-    metrics::describe_counter!(
-        FRAME_ERRORS,
-        "Frame requests answered with an error, by reason"
-    );
+    metrics::describe_counter!(FRAME_ERRORS, "Frame requests answered with an error, by reason");
     metrics::describe_counter!(FRAMES_DECODED, "Pictures produced by the decoders");
     metrics::describe_gauge!(SESSIONS, "Open WebSocket sessions");
     metrics::describe_gauge!(CHANNELS, "Videos open in this process");

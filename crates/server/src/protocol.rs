@@ -50,10 +50,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
 fn optional_offset(value: Option<&Value>, field: &str) -> Result<Option<u64>, String> {
     match value {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| format!("\"{field}\" must be a non-negative integer, not {v}")),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| format!("\"{field}\" must be a non-negative integer, not {v}")),
     }
 }
 
@@ -68,9 +65,7 @@ fn parse_request_frames(value: &Value) -> Result<Command, String> {
         .map(|(position, entry)| {
             let label = entry.get("index").cloned().unwrap_or(Value::from(position));
             let offset = match entry.get("offset") {
-                Some(v) => v
-                    .as_u64()
-                    .ok_or_else(|| format!("\"offset\" must be a non-negative integer, not {v}")),
+                Some(v) => v.as_u64().ok_or_else(|| format!("\"offset\" must be a non-negative integer, not {v}")),
                 None => Err("the frame has no \"offset\"".to_string()),
             };
             let irap = optional_offset(entry.get("irap_offset"), "irap_offset");
@@ -80,11 +75,7 @@ fn parse_request_frames(value: &Value) -> Result<Command, String> {
                 (Ok(offset), Ok(own), Ok(shared)) => (Ok(offset), own.or(*shared)),
                 (Ok(offset), Ok(own), Err(_)) => (Ok(offset), own),
             };
-            FrameRequest {
-                label,
-                offset,
-                irap_offset,
-            }
+            FrameRequest { label, offset, irap_offset }
         })
         .collect();
     Ok(Command::RequestFrames { frames })
@@ -142,9 +133,7 @@ mod tests {
     fn top_level_irap_applies_unless_overridden() {
         let text = r#"{"type":"RequestFrames","irap_offset":1000,
             "frames":[{"offset":1500,"index":0},{"offset":2100,"irap_offset":2000,"index":1}]}"#;
-        let Command::RequestFrames { frames } = parse(text).unwrap() else {
-            panic!()
-        };
+        let Command::RequestFrames { frames } = parse(text).unwrap() else { panic!() };
         assert_eq!(frames[0].irap_offset, Some(1000));
         assert_eq!(frames[1].irap_offset, Some(2000));
         assert_eq!(frames[1].offset, Ok(2100));
@@ -154,9 +143,7 @@ mod tests {
     #[test]
     fn a_bad_entry_is_kept_for_its_own_answer() {
         let text = r#"{"type":"RequestFrames","frames":[{"offset":-5,"index":7},{"offset":10}]}"#;
-        let Command::RequestFrames { frames } = parse(text).unwrap() else {
-            panic!()
-        };
+        let Command::RequestFrames { frames } = parse(text).unwrap() else { panic!() };
         assert!(frames[0].offset.is_err());
         assert_eq!(frames[0].label, Value::from(7));
         assert_eq!(frames[1].offset, Ok(10));
@@ -166,26 +153,13 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         assert!(parse("{").unwrap_err().starts_with("malformed message"));
-        assert_eq!(
-            parse(r#"{"type":"Dance"}"#).unwrap_err(),
-            "unknown message type: Dance"
-        );
-        assert!(parse(r#"{"type":"SetVideo"}"#)
-            .unwrap_err()
-            .contains("path"));
+        assert_eq!(parse(r#"{"type":"Dance"}"#).unwrap_err(), "unknown message type: Dance");
+        assert!(parse(r#"{"type":"SetVideo"}"#).unwrap_err().contains("path"));
     }
 
     #[test]
     fn video_set_failure_shape() {
-        let reply = Reply::VideoSet {
-            path: "a.mp4".into(),
-            ok: false,
-            error: Some("nope".into()),
-            video: None,
-        };
-        assert_eq!(
-            reply.to_text(),
-            r#"{"type":"VideoSet","path":"a.mp4","ok":false,"error":"nope"}"#
-        );
+        let reply = Reply::VideoSet { path: "a.mp4".into(), ok: false, error: Some("nope".into()), video: None };
+        assert_eq!(reply.to_text(), r#"{"type":"VideoSet","path":"a.mp4","ok":false,"error":"nope"}"#);
     }
 }

@@ -68,16 +68,10 @@ impl From<FrameFailure> for ApiError {
 
 async fn websocket(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
     let Some(slot) = SessionSlot::acquire(&state.sessions, state.args.max_sessions) else {
-        return ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "too many sessions; try again later".into(),
-        )
-        .into_response();
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many sessions; try again later".into())
+            .into_response();
     };
-    upgrade
-        .max_message_size(state.args.max_message_bytes)
-        .on_upgrade(move |socket| session::run(socket, state, slot))
+    upgrade.max_message_size(state.args.max_message_bytes).on_upgrade(move |socket| session::run(socket, state, slot))
 }
 
 #[derive(Deserialize)]
@@ -88,16 +82,8 @@ struct ListQuery {
 const VIDEO_EXTENSIONS: [&str; 7] = ["mp4", "m4v", "mov", "h265", "hevc", "265", "mkv"];
 const LIST_LIMIT: usize = 10_000;
 
-async fn list_videos(
-    State(state): State<Arc<AppState>>,
-    Query(query): Query<ListQuery>,
-) -> Result<Response, ApiError> {
-    let objects = state
-        .channels
-        .storage()
-        .list(query.prefix.as_deref(), LIST_LIMIT)
-        .await
-        .map_err(OpenError::from)?;
+async fn list_videos(State(state): State<Arc<AppState>>, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
+    let objects = state.channels.storage().list(query.prefix.as_deref(), LIST_LIMIT).await.map_err(OpenError::from)?;
     let videos: Vec<_> = objects
         .iter()
         .filter(|meta| {
@@ -110,16 +96,9 @@ async fn list_videos(
 }
 
 /// `/api/v1/videos/{path}/index`: the path may contain slashes.
-async fn video_resource(
-    State(state): State<Arc<AppState>>,
-    Path(rest): Path<String>,
-) -> Result<Response, ApiError> {
+async fn video_resource(State(state): State<Arc<AppState>>, Path(rest): Path<String>) -> Result<Response, ApiError> {
     let Some(path) = rest.strip_suffix("/index") else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no resource /api/v1/videos/{rest}"),
-        ));
+        return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no resource /api/v1/videos/{rest}")));
     };
     let channel = state.channels.open(path).await?;
     Ok(Json(index_json(&channel)).into_response())
@@ -172,25 +151,14 @@ struct FrameQuery {
     frame: Option<u32>,
 }
 
-async fn frame(
-    State(state): State<Arc<AppState>>,
-    Query(query): Query<FrameQuery>,
-) -> Result<Response, ApiError> {
+async fn frame(State(state): State<Arc<AppState>>, Query(query): Query<FrameQuery>) -> Result<Response, ApiError> {
     let channel = state.channels.open(&query.video).await?;
     let position = match (query.offset, query.frame) {
         (Some(offset), None) => channel.resolve(offset, query.irap_offset)?,
-        (None, Some(number)) => channel
-            .index
-            .frame(number)
-            .map(|(position, _)| position)
-            .ok_or_else(|| {
-                let count = channel.index.samples.len();
-                ApiError(
-                    StatusCode::NOT_FOUND,
-                    "not_a_frame",
-                    format!("frame {number} does not exist ({count} frames)"),
-                )
-            })?,
+        (None, Some(number)) => channel.index.frame(number).map(|(position, _)| position).ok_or_else(|| {
+            let count = channel.index.samples.len();
+            ApiError(StatusCode::NOT_FOUND, "not_a_frame", format!("frame {number} does not exist ({count} frames)"))
+        })?,
         _ => {
             return Err(ApiError(
                 StatusCode::BAD_REQUEST,
@@ -204,9 +172,5 @@ async fn frame(
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

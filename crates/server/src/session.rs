@@ -34,9 +34,8 @@ pub struct SessionSlot(Arc<AtomicUsize>);
 impl SessionSlot {
     /// Takes a slot unless `limit` sessions are open.
     pub fn acquire(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
-        let taken = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
-            (open < limit).then_some(open + 1)
-        });
+        let taken =
+            counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| (open < limit).then_some(open + 1));
         taken.ok().map(|open| {
             metrics::gauge!(SESSIONS).set((open + 1) as f64);
             Self(counter.clone())
@@ -58,12 +57,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
         while let Some(message) = outgoing.recv().await {
             let sent = match message {
                 Outgoing::Text(text) => sink.send(Message::Text(text.into())).await,
-                Outgoing::Frame { header, jpeg } => {
-                    match sink.send(Message::Text(header.into())).await {
-                        Ok(()) => sink.send(Message::Binary(jpeg)).await,
-                        Err(error) => Err(error),
-                    }
-                }
+                Outgoing::Frame { header, jpeg } => match sink.send(Message::Text(header.into())).await {
+                    Ok(()) => sink.send(Message::Binary(jpeg)).await,
+                    Err(error) => Err(error),
+                },
             };
             if sent.is_err() {
                 break;
@@ -73,28 +70,19 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
     });
     let queued = Arc::new(AtomicUsize::new(0));
     let (work, queue) = mpsc::unbounded_channel::<Work>();
-    let worker = tokio::spawn(serve_queue(
-        queue,
-        out.clone(),
-        state.clone(),
-        queued.clone(),
-    ));
+    let worker = tokio::spawn(serve_queue(queue, out.clone(), state.clone(), queued.clone()));
 
     while let Some(Ok(message)) = stream.next().await {
         let command = match message {
             Message::Text(text) => parse(text.as_str()),
-            Message::Binary(_) => {
-                Err("binary messages are not accepted; send JSON text".to_string())
-            }
+            Message::Binary(_) => Err("binary messages are not accepted; send JSON text".to_string()),
             Message::Close(_) => break,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         let accepted = match command {
             Err(message) => send(&out, Reply::Error { message }).await,
             Ok(Command::SetVideo { path }) => work.send(Work::SetVideo(path)).is_ok(),
-            Ok(Command::RequestFrames { frames }) => {
-                enqueue_frames(frames, &state, &queued, &work, &out).await
-            }
+            Ok(Command::RequestFrames { frames }) => enqueue_frames(frames, &state, &queued, &work, &out).await,
         };
         if !accepted {
             break;
@@ -118,26 +106,18 @@ async fn enqueue_frames(
 ) -> bool {
     let limits = &state.args;
     let over_request = frames.split_off(frames.len().min(limits.max_frames_per_request));
-    let room = limits
-        .max_queued_frames
-        .saturating_sub(queued.load(Ordering::Acquire));
+    let room = limits.max_queued_frames.saturating_sub(queued.load(Ordering::Acquire));
     let over_queue = frames.split_off(frames.len().min(room));
     queued.fetch_add(frames.len(), Ordering::AcqRel);
     if !frames.is_empty() && work.send(Work::Frames(frames)).is_err() {
         return false;
     }
     let refusals = over_request.into_iter().map(|f| {
-        let reason = format!(
-            "a request may ask for at most {} frames",
-            limits.max_frames_per_request
-        );
+        let reason = format!("a request may ask for at most {} frames", limits.max_frames_per_request);
         (f, FrameFailure::new("too_many_frames", reason))
     });
     let refusals = refusals.chain(over_queue.into_iter().map(|f| {
-        let reason = format!(
-            "the session already has {} frames queued",
-            limits.max_queued_frames
-        );
+        let reason = format!("the session already has {} frames queued", limits.max_queued_frames);
         (f, FrameFailure::new("queue_full", reason))
     }));
     for (frame, failure) in refusals {
@@ -169,21 +149,11 @@ async fn serve_queue(
                             codec: index.codec,
                         };
                         video = Some(channel);
-                        Reply::VideoSet {
-                            path,
-                            ok: true,
-                            error: None,
-                            video: Some(summary),
-                        }
+                        Reply::VideoSet { path, ok: true, error: None, video: Some(summary) }
                     }
                     Err(error) => {
                         video = None;
-                        Reply::VideoSet {
-                            path,
-                            ok: false,
-                            error: Some(error.to_string()),
-                            video: None,
-                        }
+                        Reply::VideoSet { path, ok: false, error: Some(error.to_string()), video: None }
                     }
                 };
                 if !send(&out, reply).await {
@@ -202,12 +172,7 @@ async fn serve_queue(
                                 offset: frame.echoed_offset(),
                                 size: jpeg.len(),
                             };
-                            out.send(Outgoing::Frame {
-                                header: header.to_text(),
-                                jpeg,
-                            })
-                            .await
-                            .is_ok()
+                            out.send(Outgoing::Frame { header: header.to_text(), jpeg }).await.is_ok()
                         }
                         Err(failure) => send(&out, frame_error(&frame, failure)).await,
                     };
@@ -220,21 +185,11 @@ async fn serve_queue(
     }
 }
 
-async fn answer(
-    frame: &FrameRequest,
-    video: Option<&Channel>,
-    state: &AppState,
-) -> Result<Bytes, FrameFailure> {
+async fn answer(frame: &FrameRequest, video: Option<&Channel>, state: &AppState) -> Result<Bytes, FrameFailure> {
     let Some(channel) = video else {
-        return Err(FrameFailure::new(
-            "no_video",
-            "no video is set: send SetVideo first",
-        ));
+        return Err(FrameFailure::new("no_video", "no video is set: send SetVideo first"));
     };
-    let offset = frame
-        .offset
-        .clone()
-        .map_err(|reason| FrameFailure::new("invalid_request", reason))?;
+    let offset = frame.offset.clone().map_err(|reason| FrameFailure::new("invalid_request", reason))?;
     let position = channel.resolve(offset, frame.irap_offset)?;
     channel.jpeg(position, state.args.jpeg_quality).await
 }

@@ -10,9 +10,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
-use object_store::{
-    BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
-};
+use object_store::{BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,25 +58,15 @@ impl Storage {
             StorageBackend::Local => Self::local(&args.local_path),
             StorageBackend::S3 => {
                 let bucket = args.s3.s3_bucket.clone().unwrap_or_default();
-                Self::s3(
-                    &bucket,
-                    &args.s3,
-                    Duration::from_secs(args.storage_timeout_secs),
-                )
+                Self::s3(&bucket, &args.s3, Duration::from_secs(args.storage_timeout_secs))
             }
         }
     }
 
     pub fn local(root: &std::path::Path) -> anyhow::Result<Self> {
-        let root = root
-            .canonicalize()
-            .map_err(|e| anyhow::anyhow!("local path {}: {e}", root.display()))?;
+        let root = root.canonicalize().map_err(|e| anyhow::anyhow!("local path {}: {e}", root.display()))?;
         let store = LocalFileSystem::new_with_prefix(&root)?;
-        Ok(Self {
-            store: Arc::new(store),
-            url_prefix: format!("{}/", root.display()),
-            local_root: Some(root),
-        })
+        Ok(Self { store: Arc::new(store), url_prefix: format!("{}/", root.display()), local_root: Some(root) })
     }
 
     /// A bucket (optionally narrowed to `--s3-prefix`) as storage.
@@ -86,15 +74,9 @@ impl Storage {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_client_options(
-                ClientOptions::new()
-                    .with_timeout(timeout)
-                    .with_connect_timeout(Duration::from_secs(5)),
+                ClientOptions::new().with_timeout(timeout).with_connect_timeout(Duration::from_secs(5)),
             )
-            .with_retry(RetryConfig {
-                max_retries: 3,
-                retry_timeout: timeout,
-                backoff: BackoffConfig::default(),
-            });
+            .with_retry(RetryConfig { max_retries: 3, retry_timeout: timeout, backoff: BackoffConfig::default() });
         if let Some(region) = &args.s3_region {
             builder = builder.with_region(region);
         }
@@ -105,20 +87,13 @@ impl Storage {
                 .with_virtual_hosted_style_request(false);
         }
         if let (Some(key), Some(secret)) = (&args.s3_access_key, &args.s3_secret_key) {
-            builder = builder
-                .with_access_key_id(key)
-                .with_secret_access_key(secret);
+            builder = builder.with_access_key_id(key).with_secret_access_key(secret);
         }
         let store: Arc<dyn ObjectStore> = Arc::new(builder.build()?);
-        let prefix = args
-            .s3_prefix
-            .as_deref()
-            .map(|p| p.trim_matches('/'))
-            .filter(|p| !p.is_empty());
+        let prefix = args.s3_prefix.as_deref().map(|p| p.trim_matches('/')).filter(|p| !p.is_empty());
         let (store, url_prefix) = match prefix {
             Some(prefix) => {
-                let location =
-                    ObjectPath::parse(prefix).map_err(|e| anyhow::anyhow!("--s3-prefix: {e}"))?;
+                let location = ObjectPath::parse(prefix).map_err(|e| anyhow::anyhow!("--s3-prefix: {e}"))?;
                 (
                     Arc::new(PrefixStore::new(store, location)) as Arc<dyn ObjectStore>,
                     format!("s3://{bucket}/{prefix}/"),
@@ -126,11 +101,7 @@ impl Storage {
             }
             None => (store, format!("s3://{bucket}/")),
         };
-        Ok(Self {
-            store,
-            local_root: None,
-            url_prefix,
-        })
+        Ok(Self { store, local_root: None, url_prefix })
     }
 
     /// The user-facing URL of a video, e.g. `s3://bucket/videos/a.mp4`.
@@ -141,10 +112,7 @@ impl Storage {
     /// Validates a client-supplied path. Keys are relative to the root:
     /// absolute paths, `.`/`..` segments, backslashes and control characters are refused.
     pub fn parse_path(&self, text: &str) -> Result<VideoPath, StorageError> {
-        let invalid = |reason| StorageError::InvalidPath {
-            path: text.to_string(),
-            reason,
-        };
+        let invalid = |reason| StorageError::InvalidPath { path: text.to_string(), reason };
         if text.is_empty() {
             return Err(invalid("empty"));
         }
@@ -155,21 +123,13 @@ impl Storage {
             return Err(invalid("absolute paths are not allowed"));
         }
         if text.contains('\\') || text.chars().any(char::is_control) {
-            return Err(invalid(
-                "backslashes and control characters are not allowed",
-            ));
+            return Err(invalid("backslashes and control characters are not allowed"));
         }
-        if text
-            .split('/')
-            .any(|segment| segment.is_empty() || segment == "." || segment == "..")
-        {
+        if text.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
             return Err(invalid("empty, '.' and '..' segments are not allowed"));
         }
         let location = ObjectPath::parse(text).map_err(|_| invalid("not a valid object key"))?;
-        Ok(VideoPath {
-            text: text.to_string(),
-            location,
-        })
+        Ok(VideoPath { text: text.to_string(), location })
     }
 
     /// Size and version of a video; on the local backend also refuses
@@ -184,32 +144,19 @@ impl Storage {
                         reason: "it leads outside the storage root",
                     })
                 }
-                Ok(real) if !real.is_file() => {
-                    return Err(StorageError::NotFound(path.text.clone()))
-                }
+                Ok(real) if !real.is_file() => return Err(StorageError::NotFound(path.text.clone())),
                 Ok(_) => {}
                 Err(_) => return Err(StorageError::NotFound(path.text.clone())),
             }
         }
         metrics::counter!(STORAGE_REQUESTS).increment(1);
-        self.store
-            .head(&path.location)
-            .await
-            .map_err(|e| self.error(path, e))
+        self.store.head(&path.location).await.map_err(|e| self.error(path, e))
     }
 
     /// Reads a byte range of a video.
-    pub async fn read_range(
-        &self,
-        path: &VideoPath,
-        range: Range<u64>,
-    ) -> Result<Bytes, StorageError> {
+    pub async fn read_range(&self, path: &VideoPath, range: Range<u64>) -> Result<Bytes, StorageError> {
         metrics::counter!(STORAGE_REQUESTS).increment(1);
-        let bytes = self
-            .store
-            .get_range(&path.location, range)
-            .await
-            .map_err(|e| self.error(path, e))?;
+        let bytes = self.store.get_range(&path.location, range).await.map_err(|e| self.error(path, e))?;
         metrics::counter!(STORAGE_READ_BYTES).increment(bytes.len() as u64);
         Ok(bytes)
     }
@@ -217,24 +164,14 @@ impl Storage {
     fn error(&self, path: &VideoPath, error: object_store::Error) -> StorageError {
         match error {
             object_store::Error::NotFound { .. } => StorageError::NotFound(path.text.clone()),
-            other => StorageError::Failed {
-                path: path.text.clone(),
-                message: other.to_string(),
-            },
+            other => StorageError::Failed { path: path.text.clone(), message: other.to_string() },
         }
     }
 
     /// Lists video-like objects under `prefix` (at most `limit`).
-    pub async fn list(
-        &self,
-        prefix: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<ObjectMeta>, StorageError> {
+    pub async fn list(&self, prefix: Option<&str>, limit: usize) -> Result<Vec<ObjectMeta>, StorageError> {
         use futures_util::StreamExt;
-        let location = match prefix
-            .map(|p| p.trim_matches('/'))
-            .filter(|p| !p.is_empty())
-        {
+        let location = match prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
             Some(prefix) => Some(self.parse_path(prefix)?.location),
             None => None,
         };
@@ -242,10 +179,8 @@ impl Storage {
         let mut stream = self.store.list(location.as_ref());
         let mut found = Vec::new();
         while let Some(item) = stream.next().await {
-            let meta = item.map_err(|e| StorageError::Failed {
-                path: prefix.unwrap_or("").into(),
-                message: e.to_string(),
-            })?;
+            let meta =
+                item.map_err(|e| StorageError::Failed { path: prefix.unwrap_or("").into(), message: e.to_string() })?;
             found.push(meta);
             if found.len() >= limit {
                 break;
@@ -275,9 +210,7 @@ impl media::RangeRead for BlockingObject {
         if offset >= end {
             return Ok(Vec::new());
         }
-        let bytes = self
-            .runtime
-            .block_on(self.storage.read_range(&self.path, offset..end))?;
+        let bytes = self.runtime.block_on(self.storage.read_range(&self.path, offset..end))?;
         Ok(bytes.to_vec())
     }
 }

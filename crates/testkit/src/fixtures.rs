@@ -32,32 +32,17 @@ const SECONDS: &str = "3";
 const RECIPES: &[Recipe] = &[
     Recipe {
         name: "open_gop_bframes.mp4",
-        args: &[
-            "-c:v",
-            "libx265",
-            "-x265-params",
-            "keyint=24:min-keyint=24:log-level=error",
-        ],
+        args: &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:log-level=error"],
         with_audio: true,
     },
     Recipe {
         name: "closed_gop_bframes.mp4",
-        args: &[
-            "-c:v",
-            "libx265",
-            "-x265-params",
-            "keyint=24:min-keyint=24:open-gop=0:log-level=error",
-        ],
+        args: &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:open-gop=0:log-level=error"],
         with_audio: false,
     },
     Recipe {
         name: "no_bframes.mp4",
-        args: &[
-            "-c:v",
-            "libx265",
-            "-x265-params",
-            "keyint=24:bframes=0:log-level=error",
-        ],
+        args: &["-c:v", "libx265", "-x265-params", "keyint=24:bframes=0:log-level=error"],
         with_audio: false,
     },
     Recipe {
@@ -104,26 +89,12 @@ const RECIPES: &[Recipe] = &[
     },
     Recipe {
         name: "hvc1.mov",
-        args: &[
-            "-c:v",
-            "libx265",
-            "-x265-params",
-            "keyint=24:min-keyint=24:log-level=error",
-            "-tag:v",
-            "hvc1",
-        ],
+        args: &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:log-level=error", "-tag:v", "hvc1"],
         with_audio: false,
     },
     Recipe {
         name: "annexb.h265",
-        args: &[
-            "-c:v",
-            "libx265",
-            "-x265-params",
-            "keyint=24:min-keyint=24:log-level=error",
-            "-f",
-            "hevc",
-        ],
+        args: &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:log-level=error", "-f", "hevc"],
         with_audio: false,
     },
     Recipe {
@@ -140,11 +111,7 @@ const RECIPES: &[Recipe] = &[
         ],
         with_audio: false,
     },
-    Recipe {
-        name: "h264.mp4",
-        args: &["-c:v", "libx264", "-g", "24"],
-        with_audio: false,
-    },
+    Recipe { name: "h264.mp4", args: &["-c:v", "libx264", "-g", "24"], with_audio: false },
 ];
 
 pub fn fixtures_dir() -> PathBuf {
@@ -164,45 +131,22 @@ pub fn shared_media_dir() -> Option<PathBuf> {
 fn make(recipe: &Recipe, dir: &Path) -> Result<PathBuf> {
     let path = dir.join(recipe.name);
     let stamp = dir.join(format!("{}.recipe", recipe.name));
-    let description = format!(
-        "{SOURCE} {SECONDS} {:?} audio={}",
-        recipe.args, recipe.with_audio
-    );
+    let description = format!("{SOURCE} {SECONDS} {:?} audio={}", recipe.args, recipe.with_audio);
     if path.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == description) {
         return Ok(path);
     }
     // Unique temporary name: parallel test processes may race to make the same file.
-    let extension = Path::new(recipe.name)
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("mp4");
+    let extension = Path::new(recipe.name).extension().and_then(|e| e.to_str()).unwrap_or("mp4");
     let temporary = crate::unique_temporary(dir, recipe.name).with_extension(extension);
     let mut command = Command::new("ffmpeg");
     command.args(["-v", "error", "-y", "-f", "lavfi", "-i", SOURCE]);
     if recipe.with_audio {
-        command.args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ]);
+        command.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac", "-shortest"]);
     }
-    command
-        .args(["-t", SECONDS])
-        .args(recipe.args)
-        .arg(&temporary);
-    let output = command
-        .output()
-        .context("cannot run ffmpeg: install it (see the README)")?;
+    command.args(["-t", SECONDS]).args(recipe.args).arg(&temporary);
+    let output = command.output().context("cannot run ffmpeg: install it (see the README)")?;
     if !output.status.success() {
-        bail!(
-            "ffmpeg failed to make {}: {}",
-            recipe.name,
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("ffmpeg failed to make {}: {}", recipe.name, String::from_utf8_lossy(&output.stderr));
     }
     std::fs::rename(&temporary, &path)?;
     std::fs::write(&stamp, description)?;
@@ -216,13 +160,7 @@ pub fn generated() -> Result<Vec<Fixture>> {
     RECIPES
         .iter()
         .filter(|recipe| recipe.name != "h264.mp4")
-        .map(|recipe| {
-            Ok(Fixture {
-                name: recipe.name.to_string(),
-                path: make(recipe, &dir)?,
-                generated: true,
-            })
-        })
+        .map(|recipe| Ok(Fixture { name: recipe.name.to_string(), path: make(recipe, &dir)?, generated: true }))
         .collect()
 }
 
@@ -230,15 +168,8 @@ pub fn generated() -> Result<Vec<Fixture>> {
 pub fn generated_named(name: &str) -> Result<Fixture> {
     let dir = fixtures_dir();
     std::fs::create_dir_all(&dir)?;
-    let recipe = RECIPES
-        .iter()
-        .find(|r| r.name == name)
-        .with_context(|| format!("no fixture named {name}"))?;
-    Ok(Fixture {
-        name: name.to_string(),
-        path: make(recipe, &dir)?,
-        generated: true,
-    })
+    let recipe = RECIPES.iter().find(|r| r.name == name).with_context(|| format!("no fixture named {name}"))?;
+    Ok(Fixture { name: name.to_string(), path: make(recipe, &dir)?, generated: true })
 }
 
 /// The third-party files. Missing `../shared/media` fails under CI (which
@@ -248,23 +179,14 @@ pub fn shared() -> Result<Vec<Fixture>> {
         if std::env::var_os("CI").is_some() {
             bail!("../shared/media is missing: CI must test the third-party encodes");
         }
-        eprintln!(
-            "note: ../shared/media not found; third-party encodes are not tested in this run"
-        );
+        eprintln!("note: ../shared/media not found; third-party encodes are not tested in this run");
         return Ok(Vec::new());
     };
     let mut files: Vec<Fixture> = std::fs::read_dir(&dir)?
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.path())
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|e| e == "mp4" || e == "265" || e == "h265")
-        })
-        .map(|path| Fixture {
-            name: path.file_name().unwrap().to_string_lossy().into_owned(),
-            path,
-            generated: false,
-        })
+        .filter(|path| path.extension().is_some_and(|e| e == "mp4" || e == "265" || e == "h265"))
+        .map(|path| Fixture { name: path.file_name().unwrap().to_string_lossy().into_owned(), path, generated: false })
         .collect();
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)

@@ -29,30 +29,14 @@ pub fn box_downscale(rgb: &[u8], width: usize, height: usize, factor: usize) -> 
         }
     }
     let area = (factor * factor) as u32;
-    let pixels = sums
-        .iter()
-        .map(|&sum| ((sum + area / 2) / area) as u8)
-        .collect();
-    SmallImage {
-        width: out_width,
-        height: out_height,
-        pixels,
-    }
+    let pixels = sums.iter().map(|&sum| ((sum + area / 2) / area) as u8).collect();
+    SmallImage { width: out_width, height: out_height, pixels }
 }
 
 /// Peak signal-to-noise ratio in dB (infinite for identical images).
 pub fn psnr(a: &SmallImage, b: &SmallImage) -> f64 {
-    assert_eq!(
-        (a.width, a.height),
-        (b.width, b.height),
-        "images differ in size"
-    );
-    let squared: f64 = a
-        .pixels
-        .iter()
-        .zip(&b.pixels)
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum();
+    assert_eq!((a.width, a.height), (b.width, b.height), "images differ in size");
+    let squared: f64 = a.pixels.iter().zip(&b.pixels).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
     let mse = squared / a.pixels.len() as f64;
     if mse == 0.0 {
         f64::INFINITY
@@ -72,9 +56,7 @@ pub fn check_frame(
 ) -> Result<f64, String> {
     let own = psnr(candidate, &reference[index]);
     if own < min_psnr {
-        return Err(format!(
-            "frame {index}: PSNR {own:.1} dB against FFmpeg's decode is below {min_psnr} dB"
-        ));
+        return Err(format!("frame {index}: PSNR {own:.1} dB against FFmpeg's decode is below {min_psnr} dB"));
     }
     for neighbour in [index.wrapping_sub(1), index + 1] {
         let Some(other) = reference.get(neighbour) else {

@@ -51,11 +51,7 @@ pub fn packets(path: &Path) -> Result<Vec<Packet>> {
         .output()
         .context("cannot run ffprobe")?;
     if !output.status.success() {
-        bail!(
-            "ffprobe failed on {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        bail!("ffprobe failed on {}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
     }
     Ok(serde_json::from_slice::<Output>(&output.stdout)?.packets)
 }
@@ -84,10 +80,7 @@ pub fn stream_info(path: &Path) -> Result<StreamInfo> {
         .output()
         .context("cannot run ffprobe")?;
     let streams = serde_json::from_slice::<Output>(&output.stdout)?.streams;
-    streams
-        .into_iter()
-        .next()
-        .with_context(|| format!("{} has no video stream", path.display()))
+    streams.into_iter().next().with_context(|| format!("{} has no video stream", path.display()))
 }
 
 /// The YUV→RGB interpretation a video player applies: the stream's tags, or
@@ -138,11 +131,7 @@ fn read_cache(path: &Path) -> Option<Vec<SmallImage>> {
         let height = u32::from_le_bytes(rest[4..8].try_into().ok()?) as usize;
         let end = 8 + width * height * 3;
         let pixels = rest.get(8..end)?.to_vec();
-        frames.push(SmallImage {
-            width,
-            height,
-            pixels,
-        });
+        frames.push(SmallImage { width, height, pixels });
         rest = &rest[end..];
     }
     (!frames.is_empty()).then_some(frames)
@@ -157,17 +146,7 @@ fn decode_frames(path: &Path, factor: usize) -> Result<Vec<SmallImage>> {
     let mut child = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args([
-            "-map",
-            "0:v:0",
-            "-fps_mode",
-            "passthrough",
-            "-vf",
-            &filter,
-            "-f",
-            "rawvideo",
-            "-",
-        ])
+        .args(["-map", "0:v:0", "-fps_mode", "passthrough", "-vf", &filter, "-f", "rawvideo", "-"])
         .stdout(Stdio::piped())
         .spawn()
         .context("cannot run ffmpeg")?;

@@ -29,17 +29,14 @@ pub enum Answer {
 impl Answer {
     pub fn index(&self) -> i64 {
         match self {
-            Answer::Frame { header, .. } | Answer::Error(header) => {
-                header["index"].as_i64().unwrap_or(-1)
-            }
+            Answer::Frame { header, .. } | Answer::Error(header) => header["index"].as_i64().unwrap_or(-1),
         }
     }
 }
 
 impl Client {
     pub fn connect(url: &str) -> Result<Self> {
-        let (socket, _) =
-            tungstenite::connect(url).with_context(|| format!("cannot connect to {url}"))?;
+        let (socket, _) = tungstenite::connect(url).with_context(|| format!("cannot connect to {url}"))?;
         if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
             stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         }
@@ -58,9 +55,7 @@ impl Client {
     pub fn receive(&mut self) -> Result<Incoming> {
         loop {
             match self.socket.read().context("no message from the server")? {
-                Message::Text(text) => {
-                    return Ok(Incoming::Json(serde_json::from_str(text.as_str())?))
-                }
+                Message::Text(text) => return Ok(Incoming::Json(serde_json::from_str(text.as_str())?)),
                 Message::Binary(bytes) => return Ok(Incoming::Binary(bytes.to_vec())),
                 Message::Close(frame) => bail!("the server closed the connection: {frame:?}"),
                 _ => continue,
@@ -83,9 +78,7 @@ impl Client {
             Some("Frame") => {
                 let size = header["size"].as_u64().context("Frame without size")? as usize;
                 match self.receive()? {
-                    Incoming::Binary(jpeg) if jpeg.len() == size => {
-                        Ok(Answer::Frame { header, jpeg })
-                    }
+                    Incoming::Binary(jpeg) if jpeg.len() == size => Ok(Answer::Frame { header, jpeg }),
                     Incoming::Binary(jpeg) => {
                         bail!("Frame said {size} bytes, binary has {}", jpeg.len())
                     }

@@ -21,9 +21,7 @@ pub fn binary() -> PathBuf {
 
 /// A fresh folder under target/test-data.
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = testkit::workspace_root()
-        .join("target/test-data")
-        .join(format!("{name}-{}", std::process::id()));
+    let dir = testkit::workspace_root().join("target/test-data").join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
@@ -64,12 +62,7 @@ pub struct IndexFrame {
 
 pub fn fetch_index(server: &Running, key: &str) -> Result<(Value, Vec<IndexFrame>)> {
     let response = http_get(server.port, &format!("/api/v1/videos/{key}/index"))?;
-    ensure!(
-        response.status == 200,
-        "index of {key}: HTTP {} {}",
-        response.status,
-        response.text()
-    );
+    ensure!(response.status == 200, "index of {key}: HTTP {} {}", response.status, response.text());
     let body = response.json()?;
     let frames = body["frames"]
         .as_array()
@@ -97,12 +90,7 @@ pub fn small_rgb(jpeg: &[u8], factor: usize) -> Result<testkit::image::SmallImag
 /// (per request, per frame, not at all), and checks every answer against
 /// FFmpeg's decode of `fixture`: one answer per frame, in order, each frame
 /// closest to its own reference picture.
-pub fn verify_over_websocket(
-    server: &Running,
-    key: &str,
-    fixture: &Fixture,
-    max_frames: usize,
-) -> Result<usize> {
+pub fn verify_over_websocket(server: &Running, key: &str, fixture: &Fixture, max_frames: usize) -> Result<usize> {
     let (_, index) = fetch_index(server, key)?;
     let factor = factor_for(testkit::reference::stream_info(&fixture.path)?.width as usize);
     let reference = testkit::reference::frames(&fixture.path, factor)?;
@@ -114,10 +102,7 @@ pub fn verify_over_websocket(
     );
     let mut client = Client::connect(&server.ws_url())?;
     let set = client.set_video(key)?;
-    ensure!(
-        set["type"] == "VideoSet" && set["ok"] == true,
-        "{key}: SetVideo answered {set}"
-    );
+    ensure!(set["type"] == "VideoSet" && set["ok"] == true, "{key}: SetVideo answered {set}");
     let mut order: Vec<usize> = (0..index.len()).collect();
     order.shuffle(&mut rand::rng());
     order.truncate(max_frames);
@@ -126,8 +111,7 @@ pub fn verify_over_websocket(
     let mut remaining = order.as_slice();
     let mut round = 0;
     while !remaining.is_empty() {
-        let (batch, rest) =
-            remaining.split_at(batch_sizes[round % batch_sizes.len()].min(remaining.len()));
+        let (batch, rest) = remaining.split_at(batch_sizes[round % batch_sizes.len()].min(remaining.len()));
         remaining = rest;
         let request = match round % 3 {
             0 => json!({"type": "RequestFrames", "frames": batch.iter().map(|&n| json!({
@@ -153,14 +137,8 @@ pub fn verify_over_websocket(
         for &number in batch {
             match client.receive_answer()? {
                 Answer::Frame { header, jpeg } => {
-                    ensure!(
-                        header["index"] == number,
-                        "{key}: expected frame {number} next, got {header}"
-                    );
-                    ensure!(
-                        header["offset"] == index[number].offset,
-                        "{key}: wrong offset echoed in {header}"
-                    );
+                    ensure!(header["index"] == number, "{key}: expected frame {number} next, got {header}");
+                    ensure!(header["offset"] == index[number].offset, "{key}: wrong offset echoed in {header}");
                     let small = small_rgb(&jpeg, factor)?;
                     check_frame(&small, &reference, number, MIN_PSNR)
                         .map_err(|reason| anyhow::anyhow!("{key}: {reason}"))?;
