@@ -61,13 +61,13 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     ensure!(args.input.exists(), "--input {} does not exist", args.input.display());
     let jobs = plan(&args)?;
     ensure!(!jobs.is_empty(), "no video files found in {}", args.input.display());
-    let encoder = if args.gpu && has_encoder("hevc_nvenc")? {
-        "hevc_nvenc"
-    } else {
-        if args.gpu {
-            eprintln!("this ffmpeg has no NVENC encoder (hevc_nvenc); encoding on the CPU with libx265");
+    let encoder = match args.gpu.then(nvenc_status) {
+        Some(Ok(())) => "hevc_nvenc",
+        Some(Err(reason)) => {
+            eprintln!("{reason}: encoding on the CPU with libx265");
+            "libx265"
         }
-        "libx265"
+        None => "libx265",
     };
     let (mut converted, mut skipped) = (0, 0);
     for (input, output) in &jobs {
@@ -128,9 +128,24 @@ fn mp4_name(input: &Path) -> String {
     format!("{}.mp4", input.file_stem().and_then(|s| s.to_str()).unwrap_or("video"))
 }
 
-fn has_encoder(name: &str) -> Result<bool> {
-    let output = Command::new("ffmpeg").args(["-hide_banner", "-encoders"]).output().context("cannot run ffmpeg")?;
-    Ok(String::from_utf8_lossy(&output.stdout).lines().any(|line| line.split_whitespace().nth(1) == Some(name)))
+/// Whether NVENC can encode here: the ffmpeg build must have `hevc_nvenc`
+/// and an NVIDIA GPU and driver must answer (tried with one tiny frame).
+fn nvenc_status() -> Result<(), String> {
+    let encoders = Command::new("ffmpeg").args(["-hide_banner", "-encoders"]).output();
+    let listed = encoders.is_ok_and(|output| {
+        String::from_utf8_lossy(&output.stdout).lines().any(|line| line.split_whitespace().nth(1) == Some("hevc_nvenc"))
+    });
+    if !listed {
+        return Err("this ffmpeg has no NVENC encoder (hevc_nvenc)".into());
+    }
+    let probe = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "color=size=256x256", "-frames:v", "1", "-c:v", "hevc_nvenc"])
+        .args(["-f", "null", "-"])
+        .output();
+    match probe {
+        Ok(output) if output.status.success() => Ok(()),
+        _ => Err("this ffmpeg has hevc_nvenc but no usable NVIDIA GPU (no NVENC device or driver)".into()),
+    }
 }
 
 fn duration_seconds(input: &Path) -> Option<f64> {

@@ -5,12 +5,17 @@
 //!
 //! Decoding and JPEG encoding run on blocking worker threads; the decoder
 //! lock is held only while decoding, so encoding overlaps the next decode.
+//! Encoded frames go through the process-wide frame cache (single flight).
+//! Sequential access reads ahead to the end of the GOP and decodes the next
+//! few frames ahead of the requests.
 
+use crate::decode_thread::DecodeThread;
+use crate::frame_cache::{FrameCache, FrameKey};
 use crate::metrics::FRAMES_DECODED;
+use crate::span_cache::SpanCache;
 use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
 use bytes::Bytes;
 use media::{DecodeError, Player, Span, Threading, VideoIndex};
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -43,19 +48,44 @@ pub enum OpenError {
 const KEPT_PICTURE_BYTES: usize = 48 << 20;
 /// Fetched GOP bytes kept per video.
 const SPAN_CACHE_BYTES: usize = 64 << 20;
+/// How far past the requested frame sequential access reads ahead.
+const READ_AHEAD_BYTES: u64 = 8 << 20;
+/// Samples read past the last frame a reader is known to want: the decoder
+/// must see a few more pictures before B-frame reordering lets that frame
+/// out, and at a GOP boundary the next IRAP and its leading pictures follow.
+/// Without them the decoder would have to drain and start over.
+const READ_AHEAD_SAMPLES: u32 = 16;
+/// Frames decoded and encoded ahead of a sequential reader.
+const PREFETCH_FRAMES: u32 = 4;
+
+/// What all channels of the process share.
+pub struct Shared {
+    /// Encoded frames of every video.
+    pub frames: FrameCache,
+    /// JPEG encodes allowed at once. Decoding is the serial part of a video's
+    /// pipeline, so encodes get the cores the decoders leave.
+    pub encode_slots: tokio::sync::Semaphore,
+    pub threading: Threading,
+}
 
 pub struct Channel {
+    /// Unique per opened video in this process (cache keys).
+    pub id: u64,
     pub path: VideoPath,
     pub url: String,
     pub index: Arc<VideoIndex>,
     storage: Arc<Storage>,
-    player: Arc<Mutex<Player>>,
-    spans: Mutex<SpanCache>,
+    shared: Arc<Shared>,
+    decoder: DecodeThread,
+    /// Held across the read so concurrent requests of one GOP fetch it once.
+    spans: tokio::sync::Mutex<SpanCache>,
+    /// Presentation number of the last frame asked for, to detect playback.
+    last_requested: Mutex<Option<u32>>,
 }
 
 impl Channel {
     /// Reads the header and builds the index (a few range reads).
-    pub async fn open(storage: Arc<Storage>, path: VideoPath) -> Result<Self, OpenError> {
+    pub async fn open(id: u64, storage: Arc<Storage>, shared: Arc<Shared>, path: VideoPath) -> Result<Self, OpenError> {
         let meta = storage.head(&path).await?;
         let object = BlockingObject {
             storage: storage.clone(),
@@ -64,9 +94,10 @@ impl Channel {
             runtime: tokio::runtime::Handle::current(),
         };
         let text = path.text.clone();
+        let threading = shared.threading;
         let built = tokio::task::spawn_blocking(move || {
             let index = media::probe::index(&object)?;
-            let player = Player::new(&index, Threading::Single, KEPT_PICTURE_BYTES)?;
+            let player = Player::new(&index, threading, KEPT_PICTURE_BYTES)?;
             anyhow::Ok((index, player))
         })
         .await
@@ -75,13 +106,21 @@ impl Channel {
             Ok(storage_error) => OpenError::Storage(storage_error),
             Err(other) => OpenError::NotVideo { path: text.clone(), reason: format!("{other:#}") },
         })?;
+        let index = Arc::new(index);
+        let decoder = DecodeThread::start(format!("decode-{id}"), index.clone(), player, |count| {
+            metrics::counter!(FRAMES_DECODED).increment(count)
+        })
+        .map_err(|e| OpenError::Refused(format!("cannot start a decoder thread: {e}")))?;
         Ok(Self {
+            id,
             url: storage.url_of(&path),
             path,
-            index: Arc::new(index),
+            index,
             storage,
-            player: Arc::new(Mutex::new(player)),
-            spans: Mutex::new(SpanCache::default()),
+            shared,
+            decoder,
+            spans: tokio::sync::Mutex::new(SpanCache::new(SPAN_CACHE_BYTES)),
+            last_requested: Mutex::new(None),
         })
     }
 
@@ -128,79 +167,110 @@ impl Channel {
         Ok(position)
     }
 
-    /// The JPEG of the frame at decode-order `position`.
-    pub async fn jpeg(&self, position: u32, quality: u8) -> Result<Bytes, FrameFailure> {
-        let needed = Player::required_bytes(&self.index, position);
-        let span = self.span_covering(needed).await?;
-        let (index, player) = (self.index.clone(), self.player.clone());
-        tokio::task::spawn_blocking(move || {
-            let picture = {
-                let mut player = player.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let before = player.pictures_decoded();
-                let result = player.picture(&index, position, &span);
-                metrics::counter!(FRAMES_DECODED).increment(player.pictures_decoded() - before);
-                result
-            };
-            let picture = picture.map_err(|error| match error {
-                DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
-                DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
-            })?;
-            media::encode_jpeg(&picture, quality)
-                .map(Bytes::from)
-                .map_err(|e| FrameFailure::new("encode_failed", format!("{e:#}")))
-        })
-        .await
-        .map_err(|e| FrameFailure::new("decode_failed", format!("decoder thread failed: {e}")))?
+    /// The JPEG of the frame at decode-order `position`. `read_ahead_to` is
+    /// the furthest decode position the caller is about to ask for as well
+    /// (e.g. the rest of a batch), so its bytes come in the same read.
+    pub async fn jpeg(
+        self: &Arc<Self>,
+        position: u32,
+        quality: u8,
+        read_ahead_to: Option<u32>,
+    ) -> Result<Bytes, FrameFailure> {
+        let sequential = self.note_request(position);
+        let read_ahead_to = if sequential { Some(self.gop_end(position)) } else { read_ahead_to };
+        let last = self.index.samples.len() as u32 - 1;
+        let read_ahead_to = read_ahead_to.map(|furthest| furthest.saturating_add(READ_AHEAD_SAMPLES).min(last));
+        let key = FrameKey { channel: self.id, position, quality };
+        let jpeg = self.shared.frames.get_or_load(key, self.produce(position, quality, read_ahead_to)).await?;
+        if sequential {
+            self.prefetch_after(position, quality);
+        }
+        Ok(jpeg)
     }
 
-    /// Bytes covering `needed`, from the cache, by extending a cached span of
-    /// the same GOP, or with one new range read.
-    async fn span_covering(&self, needed: Range<u64>) -> Result<Span, FrameFailure> {
-        let cached = self.spans.lock().expect("span cache lock").find(&needed);
-        let span = match cached {
-            Some(span) if span.covers(&needed) => return Ok(span),
-            Some(mut span) => {
-                let more = self.read(span.range().end..needed.end).await?;
-                span.extend(more);
-                span
+    /// Records a request; true when it is the frame shown right after the previous one.
+    fn note_request(&self, position: u32) -> bool {
+        let shown = self.index.sample(position).presentation;
+        let mut last = self.last_requested.lock().expect("last request lock");
+        let sequential = last.is_some_and(|previous| shown == previous + 1);
+        *last = Some(shown);
+        sequential
+    }
+
+    /// Decodes and encodes the next few frames in presentation order in the
+    /// background, so a player asking one frame at a time finds them ready.
+    fn prefetch_after(self: &Arc<Self>, position: u32, quality: u8) {
+        let shown = self.index.sample(position).presentation;
+        for ahead in 1..=PREFETCH_FRAMES {
+            let Some((next, _)) = self.index.frame(shown + ahead) else { break };
+            let key = FrameKey { channel: self.id, position: next, quality };
+            if self.shared.frames.get(&key).is_some() {
+                continue;
             }
-            None => Span::new(needed.start, self.read(needed.clone()).await?),
+            let channel = self.clone();
+            tokio::spawn(async move {
+                let last = channel.index.samples.len() as u32 - 1;
+                let read_ahead_to = Some(channel.gop_end(next).saturating_add(READ_AHEAD_SAMPLES).min(last));
+                let _ = channel.shared.frames.get_or_load(key, channel.produce(next, quality, read_ahead_to)).await;
+            });
+        }
+    }
+
+    /// Decode position of the last sample of the GOP that `position` is in.
+    fn gop_end(&self, position: u32) -> u32 {
+        let samples = &self.index.samples;
+        let next_irap = samples[position as usize + 1..].iter().position(|s| s.keyframe);
+        next_irap.map_or(samples.len() as u32 - 1, |offset| position + offset as u32)
+    }
+
+    async fn produce(&self, position: u32, quality: u8, read_ahead_to: Option<u32>) -> Result<Bytes, FrameFailure> {
+        let needed = Player::required_bytes(&self.index, position);
+        let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
+        let span = self.span_covering(needed, wanted_end).await?;
+        let picture = self.decoder.picture(position, span).await.map_err(|error| match error {
+            DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
+            DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
+        })?;
+        // Encodes wait their turn (in order) so they never crowd the decoders off the cores.
+        let _slot = self.shared.encode_slots.acquire().await.expect("the encode semaphore is never closed");
+        tokio::task::spawn_blocking(move || media::encode_jpeg(&picture, quality))
+            .await
+            .map_err(|e| FrameFailure::new("encode_failed", format!("encoder thread failed: {e}")))?
+            .map(Bytes::from)
+            .map_err(|e| FrameFailure::new("encode_failed", format!("{e:#}")))
+    }
+
+    /// Where the read for `position` should end: the end of its own bytes,
+    /// or further (bounded) up to the end of sample `read_ahead_to`.
+    fn read_ahead_end(&self, position: u32, read_ahead_to: Option<u32>, needed_end: u64) -> u64 {
+        let Some(last) = read_ahead_to.filter(|&last| last > position) else { return needed_end };
+        let limit = needed_end + READ_AHEAD_BYTES;
+        let samples = &self.index.samples[position as usize + 1..=last as usize];
+        samples.iter().map(|s| s.end()).take_while(|&end| end <= limit).fold(needed_end, u64::max)
+    }
+
+    /// Bytes covering `needed` and, for read-ahead, up to `wanted_end`:
+    /// from the cache, by extending a cached span of the same GOP with just
+    /// the missing tail, or with one new range read.
+    async fn span_covering(&self, needed: Range<u64>, wanted_end: u64) -> Result<Span, FrameFailure> {
+        let mut spans = self.spans.lock().await;
+        let Some(mut span) = spans.find(&needed) else {
+            let span = Span::new(needed.start, self.read(needed.start..wanted_end).await?);
+            spans.insert(span.clone());
+            return Ok(span);
         };
-        self.spans.lock().expect("span cache lock").insert(span.clone());
+        let held_end = span.range().end;
+        // Enough when it covers the frame and holds either all that was asked
+        // for or half the read-ahead window (so long GOPs are not read sample by sample).
+        let enough = held_end >= wanted_end || (span.covers(&needed) && held_end >= needed.end + READ_AHEAD_BYTES / 2);
+        if !enough {
+            span.extend(self.read(held_end..wanted_end).await?);
+            spans.insert(span.clone());
+        }
         Ok(span)
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Bytes, FrameFailure> {
         self.storage.read_range(&self.path, range).await.map_err(|e| FrameFailure::new("storage_error", e.to_string()))
-    }
-}
-
-/// Recently fetched spans, bounded in bytes.
-#[derive(Default)]
-struct SpanCache {
-    spans: VecDeque<Span>,
-}
-
-impl SpanCache {
-    /// A span that covers `needed`, or one that starts at the same place and
-    /// can be extended to cover it.
-    fn find(&self, needed: &Range<u64>) -> Option<Span> {
-        let covering = self.spans.iter().find(|span| span.covers(needed));
-        let extendable = || {
-            self.spans.iter().find(|span| {
-                let range = span.range();
-                range.start <= needed.start && needed.start < range.end && range.end < needed.end
-            })
-        };
-        covering.or_else(extendable).cloned()
-    }
-
-    fn insert(&mut self, span: Span) {
-        let range = span.range();
-        self.spans.retain(|old| !(old.range().start >= range.start && old.range().end <= range.end));
-        self.spans.push_back(span);
-        while self.spans.len() > 1 && self.spans.iter().map(Span::len).sum::<usize>() > SPAN_CACHE_BYTES {
-            self.spans.pop_front();
-        }
     }
 }

@@ -2,7 +2,7 @@
 //! single-flight: sessions asking for the same video at once wait for one
 //! header read. The set is bounded; videos no session holds are closed first.
 
-use crate::channel::{Channel, OpenError};
+use crate::channel::{Channel, OpenError, Shared};
 use crate::metrics::CHANNELS;
 use crate::storage::Storage;
 use std::collections::HashMap;
@@ -13,13 +13,21 @@ type Slot = Arc<OnceCell<Arc<Channel>>>;
 
 pub struct Channels {
     storage: Arc<Storage>,
+    shared: Arc<Shared>,
+    next_id: std::sync::atomic::AtomicU64,
     slots: Mutex<HashMap<String, Slot>>,
     limit: usize,
 }
 
 impl Channels {
-    pub fn new(storage: Arc<Storage>, limit: usize) -> Self {
-        Self { storage, slots: Mutex::new(HashMap::new()), limit }
+    pub fn new(storage: Arc<Storage>, shared: Shared, limit: usize) -> Self {
+        Self {
+            storage,
+            shared: Arc::new(shared),
+            next_id: Default::default(),
+            slots: Mutex::new(HashMap::new()),
+            limit,
+        }
     }
 
     pub fn storage(&self) -> &Arc<Storage> {
@@ -30,8 +38,11 @@ impl Channels {
     pub async fn open(&self, path: &str) -> Result<Arc<Channel>, OpenError> {
         let path = self.storage.parse_path(path)?;
         let slot = self.slot(&path.text)?;
-        let storage = self.storage.clone();
-        let opened = slot.get_or_try_init(|| async { Channel::open(storage, path.clone()).await.map(Arc::new) }).await;
+        let (storage, shared) = (self.storage.clone(), self.shared.clone());
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let opened = slot
+            .get_or_try_init(|| async { Channel::open(id, storage, shared, path.clone()).await.map(Arc::new) })
+            .await;
         match opened {
             Ok(channel) => Ok(channel.clone()),
             Err(error) => {

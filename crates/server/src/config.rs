@@ -66,6 +66,19 @@ pub struct ServeArgs {
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// Bytes of encoded frames kept for repeats, shared by all videos.
+    #[arg(long, env = "CACHE_BYTES", default_value_t = 128 << 20)]
+    pub cache_bytes: u64,
+
+    /// libavcodec threading per video: `single`, `frame:N` or `slice:N`
+    /// (see docs/benchmarks.md for why `single` is the default).
+    #[arg(long, env = "DECODER_THREADING", default_value = "single")]
+    pub decoder_threading: DecoderThreading,
+
+    /// JPEG encodes at once (default: one less than the cores, at least one).
+    #[arg(long, env = "ENCODE_THREADS")]
+    pub encode_threads: Option<usize>,
+
     /// Most WebSocket sessions at once; further upgrades get 503.
     #[arg(long, env = "MAX_SESSIONS", default_value_t = 1024)]
     pub max_sessions: usize,
@@ -91,7 +104,32 @@ pub struct ServeArgs {
     pub storage_timeout_secs: u64,
 }
 
+/// A `--decoder-threading` value.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderThreading(pub media::Threading);
+
+impl std::str::FromStr for DecoderThreading {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let count = |n: &str| n.parse::<usize>().ok().filter(|&n| (1..=64).contains(&n));
+        let threading = match text.split_once(':') {
+            None if text == "single" => media::Threading::Single,
+            Some(("frame", n)) => media::Threading::Frame(count(n).ok_or("frame:N needs N in 1..=64")?),
+            Some(("slice", n)) => media::Threading::Slice(count(n).ok_or("slice:N needs N in 1..=64")?),
+            _ => return Err(format!("{text:?} is not single, frame:N or slice:N")),
+        };
+        Ok(Self(threading))
+    }
+}
+
 impl ServeArgs {
+    /// Concurrent JPEG encodes: as configured, else one core left to decoding.
+    pub fn encode_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        self.encode_threads.unwrap_or(cores - 1).max(1)
+    }
+
     /// Checks combinations clap cannot express; the error is one line.
     pub fn validate(&self) -> anyhow::Result<()> {
         match self.storage_backend {

@@ -8,10 +8,13 @@
 pub mod channel;
 pub mod channels;
 pub mod config;
+pub mod decode_thread;
+pub mod frame_cache;
 pub mod metrics;
 pub mod protocol;
 pub mod routes;
 pub mod session;
+pub mod span_cache;
 pub mod storage;
 
 use anyhow::Context;
@@ -38,7 +41,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
     let address = listener.local_addr()?;
     let state = Arc::new(AppState {
-        channels: Channels::new(storage.clone(), args.max_open_videos),
+        channels: Channels::new(
+            storage.clone(),
+            channel::Shared {
+                frames: frame_cache::FrameCache::new(args.cache_bytes),
+                encode_slots: tokio::sync::Semaphore::new(args.encode_threads()),
+                threading: args.decoder_threading.0,
+            },
+            args.max_open_videos,
+        ),
         sessions: Arc::new(AtomicUsize::new(0)),
         metrics: metrics::install(),
         args,

@@ -167,7 +167,7 @@ async fn frame(State(state): State<Arc<AppState>>, Query(query): Query<FrameQuer
             ))
         }
     };
-    let jpeg = channel.jpeg(position, state.args.jpeg_quality).await?;
+    let jpeg = channel.jpeg(position, state.args.jpeg_quality, None).await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response())
 }
 

@@ -14,6 +14,7 @@ use crate::AppState;
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -161,37 +162,74 @@ async fn serve_queue(
                 }
             }
             Work::Frames(frames) => {
-                for frame in frames {
-                    let answer = answer(&frame, video.as_deref(), &state).await;
-                    queued.fetch_sub(1, Ordering::AcqRel);
-                    let delivered = match answer {
-                        Ok(jpeg) => {
-                            metrics::counter!(FRAMES_SERVED).increment(1);
-                            let header = Reply::Frame {
-                                index: frame.label.clone(),
-                                offset: frame.echoed_offset(),
-                                size: jpeg.len(),
-                            };
-                            out.send(Outgoing::Frame { header: header.to_text(), jpeg }).await.is_ok()
-                        }
-                        Err(failure) => send(&out, frame_error(&frame, failure)).await,
-                    };
-                    if !delivered {
-                        return;
-                    }
+                if !serve_frames(frames, video.as_ref(), &state, &out, &queued).await {
+                    return;
                 }
             }
         }
     }
 }
 
-async fn answer(frame: &FrameRequest, video: Option<&Channel>, state: &AppState) -> Result<Bytes, FrameFailure> {
+/// Frames of one request decoded and encoded concurrently (up to this many
+/// at once): the decoder works on the next frame while earlier ones are
+/// encoded. Answers still leave in request order.
+const PIPELINE_DEPTH: usize = 8;
+
+/// Serves one request's frames in order; false when the client is gone.
+async fn serve_frames(
+    frames: Vec<FrameRequest>,
+    video: Option<&Arc<Channel>>,
+    state: &AppState,
+    out: &mpsc::Sender<Outgoing>,
+    queued: &AtomicUsize,
+) -> bool {
+    let resolved: Vec<Result<u32, FrameFailure>> = frames.iter().map(|frame| resolve(frame, video)).collect();
+    // Per IRAP, the furthest frame this request wants: read that far at once.
+    let mut furthest: HashMap<u32, u32> = HashMap::new();
+    if let Some(channel) = video {
+        for &position in resolved.iter().flatten() {
+            let irap = channel.index.sample(position).irap;
+            furthest.entry(irap).and_modify(|far| *far = (*far).max(position)).or_insert(position);
+        }
+    }
+    let quality = state.args.jpeg_quality;
+    let mut answers = futures_util::stream::iter(frames.into_iter().zip(resolved))
+        .map(|(frame, resolved)| {
+            let read_ahead = video.zip(resolved.as_ref().ok()).map(|(c, &p)| furthest[&c.index.sample(p).irap]);
+            async move {
+                let answer = match (resolved, video) {
+                    (Ok(position), Some(channel)) => channel.jpeg(position, quality, read_ahead).await,
+                    (Err(failure), _) => Err(failure),
+                    (Ok(_), None) => unreachable!("positions resolve only with a video"),
+                };
+                (frame, answer)
+            }
+        })
+        .buffered(PIPELINE_DEPTH);
+    while let Some((frame, answer)) = answers.next().await {
+        queued.fetch_sub(1, Ordering::AcqRel);
+        let delivered = match answer {
+            Ok(jpeg) => {
+                metrics::counter!(FRAMES_SERVED).increment(1);
+                let header =
+                    Reply::Frame { index: frame.label.clone(), offset: frame.echoed_offset(), size: jpeg.len() };
+                out.send(Outgoing::Frame { header: header.to_text(), jpeg }).await.is_ok()
+            }
+            Err(failure) => send(out, frame_error(&frame, failure)).await,
+        };
+        if !delivered {
+            return false;
+        }
+    }
+    true
+}
+
+fn resolve(frame: &FrameRequest, video: Option<&Arc<Channel>>) -> Result<u32, FrameFailure> {
     let Some(channel) = video else {
         return Err(FrameFailure::new("no_video", "no video is set: send SetVideo first"));
     };
     let offset = frame.offset.clone().map_err(|reason| FrameFailure::new("invalid_request", reason))?;
-    let position = channel.resolve(offset, frame.irap_offset)?;
-    channel.jpeg(position, state.args.jpeg_quality).await
+    channel.resolve(offset, frame.irap_offset)
 }
 
 fn frame_error(frame: &FrameRequest, failure: FrameFailure) -> Reply {

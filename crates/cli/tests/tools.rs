@@ -1,0 +1,231 @@
+//! The command-line tools, run as a user would: `index` (local and s3://),
+//! `convert` (the ffmpeg CLI), `bench` (against a real server), and the
+//! cost of sequential playback read from the server's metrics.
+
+mod common;
+
+use common::{binary, fetch_index, metric, scratch_dir, start_local, stock};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use testkit::processes::{start_s3, S3_ACCESS_KEY, S3_SECRET_KEY};
+use testkit::ws::{Answer, Client};
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(binary()).args(args).env_remove("S3_BUCKET").output().expect("the binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The offsets file lists exactly ffprobe's packets, in the same order.
+fn assert_offsets_match_ffprobe(offsets: &Value, video: &Path) {
+    let packets = testkit::reference::packets(video).unwrap();
+    let frames = offsets["frames"].as_array().unwrap();
+    assert_eq!(frames.len(), packets.len(), "{}", video.display());
+    for (frame, packet) in frames.iter().zip(&packets) {
+        assert_eq!(frame["offset"].as_u64(), Some(packet.pos), "{}", video.display());
+        assert_eq!(frame["size"].as_u64(), Some(packet.size));
+        assert_eq!(frame["keyframe"].as_bool(), Some(packet.keyframe()));
+        assert!(frame["irap_offset"].as_u64().unwrap() <= packet.pos || !packet.keyframe());
+    }
+}
+
+#[test]
+fn index_writes_offsets_identical_to_ffprobe() {
+    for fixture in testkit::fixtures::all().unwrap() {
+        let (ok, stdout, stderr) = run(&["index", fixture.path.to_str().unwrap()]);
+        assert!(ok, "{}: {stderr}", fixture.name);
+        let offsets: Value = serde_json::from_str(&stdout).unwrap();
+        assert!(offsets["video_url"].as_str().unwrap().ends_with(&fixture.name));
+        assert_offsets_match_ffprobe(&offsets, &fixture.path);
+    }
+    let (ok, _, stderr) = run(&["index", "/no/such/video.mp4"]);
+    assert!(!ok && stderr.contains("cannot open"), "{stderr}");
+}
+
+#[test]
+fn index_reads_s3_urls() {
+    let fixture = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+    let root = scratch_dir("tools-s3");
+    stock(&root.join("clips"), std::slice::from_ref(&fixture));
+    let s3 = start_s3(&root).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let output = root.join("offsets.json");
+    let (ok, _, stderr) = run(&[
+        "index",
+        "s3://clips/videos/open_gop_bframes.mp4",
+        "--output",
+        output.to_str().unwrap(),
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key",
+        S3_ACCESS_KEY,
+        "--s3-secret-key",
+        S3_SECRET_KEY,
+    ]);
+    assert!(ok, "{stderr}");
+    let offsets: Value = serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
+    assert_eq!(offsets["video_url"], "s3://clips/videos/open_gop_bframes.mp4");
+    assert_offsets_match_ffprobe(&offsets, &fixture.path);
+}
+
+#[test]
+fn convert_makes_streamable_hevc_with_offsets() {
+    let source = testkit::fixtures::generated_named("h264.mp4").unwrap();
+    let dir = scratch_dir("tools-convert");
+    let inputs = dir.join("in/day1");
+    std::fs::create_dir_all(&inputs).unwrap();
+    std::fs::copy(&source.path, inputs.join("cam.mp4")).unwrap();
+    std::fs::write(inputs.join("notes.txt"), "not a video").unwrap();
+    let (input, output) = (dir.join("in"), dir.join("out"));
+    let args = ["convert", "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let (ok, _, stderr) = run(&[&args[..], &["-R", "--downscale", "2", "--extract-offsets", "--gpu"]].concat());
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("NVENC") && stderr.contains("libx265"), "--gpu says it fell back: {stderr}");
+    let converted = output.join("day1/cam.mp4");
+    let info = testkit::reference::stream_info(&converted).unwrap();
+    assert_eq!((info.width, info.height), (320, 180));
+    let codec = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,codec_tag_string"])
+        .args(["-of", "csv=p=0"])
+        .arg(&converted)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&codec.stdout).trim(), "hevc,hvc1");
+    let offsets_file = output.join("day1/cam.mp4.offsets.json");
+    let offsets: Value = serde_json::from_str(&std::fs::read_to_string(offsets_file).unwrap()).unwrap();
+    assert_offsets_match_ffprobe(&offsets, &converted);
+
+    let (ok, _, stderr) = run(&[&args[..], &["-R"]].concat());
+    assert!(ok && stderr.contains("skip") && stderr.contains("skipped 1"), "existing outputs are kept: {stderr}");
+    let (ok, _, stderr) = run(&["convert", "--input", "/no/such/dir", "--output", output.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("does not exist"), "{stderr}");
+}
+
+#[test]
+fn bench_reports_the_stage1_summary() {
+    let fixtures = vec![
+        testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap(),
+        testkit::fixtures::generated_named("annexb.h265").unwrap(),
+    ];
+    let root = scratch_dir("tools-bench");
+    stock(&root, &fixtures);
+    let server = start_local(&root, &[]);
+    let url = server.ws_url();
+    let saved = root.join("saved");
+    let (ok, stdout, stderr) = run(&[
+        "bench",
+        "--url",
+        &url,
+        "--video",
+        "videos/open_gop_bframes.mp4",
+        "--batch",
+        "all",
+        "--json",
+        "--output",
+        saved.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    for key in [
+        "frames_requested",
+        "frames_received",
+        "frames_errored",
+        "total_time_ms",
+        "average_fps",
+        "latency_avg_ms",
+        "latency_min_ms",
+        "latency_max_ms",
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "latency_p99_ms",
+        "total_bytes",
+    ] {
+        assert!(summary[key].is_number(), "summary lacks {key}: {summary}");
+    }
+    assert_eq!((summary["frames_requested"].as_u64(), summary["frames_received"].as_u64()), (Some(75), Some(75)));
+    assert_eq!(std::fs::read_dir(&saved).unwrap().count(), 75);
+    let latencies = ["latency_min_ms", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms"]
+        .map(|key| summary[key].as_f64().unwrap());
+    assert!(latencies.windows(2).all(|pair| pair[0] <= pair[1]), "{latencies:?}");
+
+    // Frames from a Stage 1 offsets file, several clients, other patterns, text output.
+    let offsets = root.join("offsets.json");
+    let (ok, stdout, _) = run(&["index", fixtures[1].path.to_str().unwrap(), "--output", offsets.to_str().unwrap()]);
+    assert!(ok, "{stdout}");
+    let (ok, stdout, stderr) = run(&[
+        "bench",
+        "--url",
+        &url,
+        "--video",
+        "videos/annexb.h265",
+        "--frames-file",
+        offsets.to_str().unwrap(),
+        "--batch",
+        "5",
+        "--clients",
+        "3",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("Frames received:  225"), "{stdout}");
+    assert!(stdout.contains("Average FPS:"), "{stdout}");
+    for pattern in ["random", "scrub"] {
+        let (ok, stdout, stderr) = run(&[
+            "bench",
+            "--url",
+            &url,
+            "--video",
+            "videos/annexb.h265",
+            "--pattern",
+            pattern,
+            "--frames",
+            "20",
+            "--batch",
+            "1",
+            "--json",
+        ]);
+        assert!(ok, "{pattern}: {stderr}");
+        let summary: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(summary["frames_received"], 20, "{pattern}");
+    }
+    let (ok, _, stderr) = run(&["bench", "--url", &url, "--video", "videos/missing.mp4"]);
+    assert!(!ok && stderr.contains("not_found"), "{stderr}");
+}
+
+/// Sequential playback costs one decode per frame, whether the frames come
+/// in one request or one request at a time, with B-frames and open GOPs.
+#[test]
+fn sequential_playback_decodes_each_frame_once() {
+    let fixture = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+    for batch in [75usize, 1] {
+        let root = scratch_dir(&format!("tools-sequential-{batch}"));
+        stock(&root, std::slice::from_ref(&fixture));
+        let server = start_local(&root, &[]);
+        let key = "videos/open_gop_bframes.mp4";
+        let (_, index) = fetch_index(&server, key).unwrap();
+        let mut client = Client::connect(&server.ws_url()).unwrap();
+        assert_eq!(client.set_video(key).unwrap()["ok"], true);
+        let read_before = metric(&server, "bucket_streamer_storage_read_bytes_total");
+        for chunk in index.chunks(batch) {
+            let frames: Vec<Value> = chunk.iter().map(|f| json!({"offset": f.offset, "index": f.number})).collect();
+            client.send_json(&json!({"type": "RequestFrames", "frames": frames})).unwrap();
+            for frame in chunk {
+                match client.receive_answer().unwrap() {
+                    Answer::Frame { header, .. } => assert_eq!(header["index"], frame.number),
+                    Answer::Error(error) => panic!("{error}"),
+                }
+            }
+        }
+        let decoded = metric(&server, "bucket_streamer_frames_decoded_total");
+        assert_eq!(decoded, 75.0, "batch {batch}: 75 frames played, {decoded} decoded");
+        let read = metric(&server, "bucket_streamer_storage_read_bytes_total") - read_before;
+        let video_bytes: u64 = index.iter().map(|f| f.size).sum();
+        assert!(read <= std::fs::metadata(&fixture.path).unwrap().len() as f64, "read {read} B");
+        assert!(read >= video_bytes as f64, "every frame's bytes were read once: {read} < {video_bytes}");
+    }
+}

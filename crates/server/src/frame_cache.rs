@@ -1,0 +1,53 @@
+//! Encoded frames (JPEGs) shared by every session and video in the process:
+//! a byte-bounded cache with single-flight loading, so a frame that several
+//! requests want at once is decoded and encoded once and a repeat costs no
+//! decoding at all.
+
+use bytes::Bytes;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+
+/// A frame of one opened video at one output setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameKey {
+    /// Identifies the channel (a reopened video gets a new id).
+    pub channel: u64,
+    /// Decode-order position of the sample.
+    pub position: u32,
+    pub quality: u8,
+}
+
+#[derive(Clone)]
+struct JpegBytes;
+
+impl Weighter<FrameKey, Bytes> for JpegBytes {
+    fn weight(&self, _key: &FrameKey, jpeg: &Bytes) -> u64 {
+        jpeg.len() as u64 + 64
+    }
+}
+
+pub struct FrameCache {
+    cache: Cache<FrameKey, Bytes, JpegBytes>,
+}
+
+impl FrameCache {
+    pub fn new(capacity_bytes: u64) -> Self {
+        // ~100 KB per JPEG is a fair guess for sizing the index; the weight bound is what counts.
+        let estimated_items = (capacity_bytes / 100_000).clamp(16, 1_000_000) as usize;
+        Self { cache: Cache::with_weighter(estimated_items, capacity_bytes.max(1), JpegBytes) }
+    }
+
+    pub fn get(&self, key: &FrameKey) -> Option<Bytes> {
+        self.cache.get(key)
+    }
+
+    /// The cached JPEG, or the result of `load` (run once however many callers
+    /// wait for the same key; failures are not cached).
+    pub async fn get_or_load<E>(
+        &self,
+        key: FrameKey,
+        load: impl std::future::Future<Output = Result<Bytes, E>>,
+    ) -> Result<Bytes, E> {
+        self.cache.get_or_insert_async(&key, load).await
+    }
+}
