@@ -45,9 +45,9 @@ pub enum OpenError {
 }
 
 /// Decoded pictures a player keeps for neighbouring requests.
-const KEPT_PICTURE_BYTES: usize = 48 << 20;
+const KEPT_PICTURE_BYTES: usize = 24 << 20;
 /// Fetched GOP bytes kept per video.
-const SPAN_CACHE_BYTES: usize = 64 << 20;
+const SPAN_CACHE_BYTES: usize = 32 << 20;
 /// How far past the requested frame sequential access reads ahead.
 const READ_AHEAD_BYTES: u64 = 8 << 20;
 /// Samples read past the last frame a reader is known to want: the decoder
@@ -178,8 +178,11 @@ impl Channel {
     ) -> Result<Bytes, FrameFailure> {
         let sequential = self.note_request(position);
         let read_ahead_to = if sequential { Some(self.gop_end(position)) } else { read_ahead_to };
+        // A lone frame reads exactly its span; more is read only when more is wanted.
         let last = self.index.samples.len() as u32 - 1;
-        let read_ahead_to = read_ahead_to.map(|furthest| furthest.saturating_add(READ_AHEAD_SAMPLES).min(last));
+        let read_ahead_to = read_ahead_to
+            .filter(|&furthest| furthest > position)
+            .map(|furthest| furthest.saturating_add(READ_AHEAD_SAMPLES).min(last));
         let key = FrameKey { channel: self.id, position, quality };
         let jpeg = self.shared.frames.get_or_load(key, self.produce(position, quality, read_ahead_to)).await?;
         if sequential {
