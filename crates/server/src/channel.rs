@@ -81,6 +81,8 @@ pub struct Channel {
     spans: tokio::sync::Mutex<SpanCache>,
     /// Presentation number of the last frame asked for, to detect playback.
     last_requested: Mutex<Option<u32>>,
+    /// The serialised index, made on first request.
+    index_document: std::sync::OnceLock<Bytes>,
 }
 
 impl Channel {
@@ -121,7 +123,13 @@ impl Channel {
             decoder,
             spans: tokio::sync::Mutex::new(SpanCache::new(SPAN_CACHE_BYTES)),
             last_requested: Mutex::new(None),
+            index_document: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The index as JSON (see `index_document.rs`).
+    pub fn index_document(&self) -> Bytes {
+        self.index_document.get_or_init(|| crate::index_document::render(self)).clone()
     }
 
     /// Finds the decode-order position of the frame at `offset`, checking a

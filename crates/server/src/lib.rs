@@ -10,6 +10,7 @@ pub mod channels;
 pub mod config;
 pub mod decode_thread;
 pub mod frame_cache;
+pub mod index_document;
 pub mod metrics;
 pub mod protocol;
 pub mod routes;

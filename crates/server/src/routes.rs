@@ -1,7 +1,7 @@
 //! HTTP surface: health probes, the WebSocket upgrade, the video listing,
 //! the frame index, single frames as JPEG and Prometheus metrics.
 
-use crate::channel::{Channel, FrameFailure, OpenError};
+use crate::channel::{FrameFailure, OpenError};
 use crate::session::{self, SessionSlot};
 use crate::storage::StorageError;
 use crate::AppState;
@@ -101,45 +101,7 @@ async fn video_resource(State(state): State<Arc<AppState>>, Path(rest): Path<Str
         return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no resource /api/v1/videos/{rest}")));
     };
     let channel = state.channels.open(path).await?;
-    Ok(Json(index_json(&channel)).into_response())
-}
-
-/// The frame index in presentation order: a superset of the Stage 1 offsets file.
-fn index_json(channel: &Channel) -> serde_json::Value {
-    let index = &channel.index;
-    let timescale = f64::from(index.timescale);
-    // Times count from the first frame shown, as a player's clock does.
-    let first_pts = index.frame(0).map_or(0, |(_, sample)| sample.pts);
-    let frames: Vec<_> = index
-        .presentation_order
-        .iter()
-        .enumerate()
-        .map(|(number, &position)| {
-            let sample = index.sample(position);
-            json!({
-                "index": number,
-                "offset": sample.offset,
-                "irap_offset": index.sample(sample.irap).offset,
-                "size": sample.size,
-                "pts": sample.pts,
-                "time": (sample.pts - first_pts) as f64 / timescale,
-                "keyframe": sample.keyframe,
-            })
-        })
-        .collect();
-    json!({
-        "path": channel.path.text,
-        "video_url": channel.url,
-        "container": index.container,
-        "codec": index.codec,
-        "width": index.width,
-        "height": index.height,
-        "frame_rate": index.frame_rate(),
-        "timescale": index.timescale,
-        "frame_count": frames.len(),
-        "object_size": index.object_size,
-        "frames": frames,
-    })
+    Ok(([(header::CONTENT_TYPE, "application/json")], channel.index_document()).into_response())
 }
 
 #[derive(Deserialize)]
