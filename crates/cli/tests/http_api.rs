@@ -5,7 +5,7 @@ mod common;
 
 use common::{fetch_index, scratch_dir, small_rgb, start_local, stock, MIN_PSNR};
 use testkit::image::{check_frame, factor_for};
-use testkit::processes::http_get;
+use testkit::processes::{http_get, http_get_with};
 
 #[test]
 fn http_api_serves_health_listing_index_and_frames() {
@@ -60,6 +60,23 @@ fn http_api_serves_health_listing_index_and_frames() {
         }
     }
 
+    // Frames are immutable for an object version: strong ETag, cacheable forever, 304 on a match.
+    let target = format!("/api/v1/frame?video={key}&frame=10");
+    let first = http_get(port, &target).unwrap();
+    let etag = first.header("etag").unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"), "{etag}");
+    assert_eq!(first.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    let by_offset = http_get(port, &format!("/api/v1/frame?video={key}&offset={}", index[10].offset)).unwrap();
+    assert_eq!(by_offset.header("etag"), Some(etag.as_str()), "the same frame has the same tag however it is named");
+    let other = http_get(port, &format!("/api/v1/frame?video={key}&frame=11")).unwrap();
+    assert_ne!(other.header("etag"), Some(etag.as_str()));
+    let revalidated = http_get_with(port, &target, &[("If-None-Match", &etag)]).unwrap();
+    assert_eq!(revalidated.status, 304);
+    assert!(revalidated.body.is_empty());
+    assert_eq!(revalidated.header("etag"), Some(etag.as_str()));
+    let stale = http_get_with(port, &target, &[("If-None-Match", "\"0000\"")]).unwrap();
+    assert_eq!(stale.status, 200);
+
     let errors = [
         ("/api/v1/frame?video=videos/missing.mp4&frame=1", 404, "not_found"),
         ("/api/v1/frame?video=../x.mp4&frame=1", 400, "invalid_path"),
@@ -77,7 +94,15 @@ fn http_api_serves_health_listing_index_and_frames() {
     }
 
     let metrics = http_get(port, "/metrics").unwrap().text();
-    for name in ["bucket_streamer_storage_read_bytes_total", "bucket_streamer_frames_decoded_total"] {
+    for name in [
+        "bucket_streamer_storage_read_bytes_total",
+        "bucket_streamer_frames_decoded_total",
+        "bucket_streamer_cache_hits_total",
+        "bucket_streamer_channels",
+        "bucket_streamer_fetch_seconds_bucket",
+        "bucket_streamer_decode_seconds_bucket",
+        "bucket_streamer_encode_seconds_bucket",
+    ] {
         assert!(metrics.contains(name), "metrics lack {name}:\n{metrics}");
     }
 }

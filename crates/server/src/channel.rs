@@ -11,7 +11,7 @@
 
 use crate::decode_thread::DecodeThread;
 use crate::frame_cache::{FrameCache, FrameKey};
-use crate::metrics::FRAMES_DECODED;
+use crate::metrics::{Timer, DECODE_SECONDS, ENCODE_SECONDS, FETCH_SECONDS, FRAMES_DECODED};
 use crate::span_cache::SpanCache;
 use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
 use bytes::Bytes;
@@ -81,6 +81,8 @@ pub struct Channel {
     spans: tokio::sync::Mutex<SpanCache>,
     /// Presentation number of the last frame asked for, to detect playback.
     last_requested: Mutex<Option<u32>>,
+    /// Identifies the object's content (its ETag, or size and modification time).
+    pub version: String,
     /// The serialised index, made on first request.
     index_document: std::sync::OnceLock<Bytes>,
 }
@@ -89,6 +91,10 @@ impl Channel {
     /// Reads the header and builds the index (a few range reads).
     pub async fn open(id: u64, storage: Arc<Storage>, shared: Arc<Shared>, path: VideoPath) -> Result<Self, OpenError> {
         let meta = storage.head(&path).await?;
+        let version = match &meta.e_tag {
+            Some(tag) => tag.clone(),
+            None => format!("{}-{}", meta.size, meta.last_modified.timestamp_nanos_opt().unwrap_or_default()),
+        };
         let object = BlockingObject {
             storage: storage.clone(),
             path: path.clone(),
@@ -124,7 +130,20 @@ impl Channel {
             spans: tokio::sync::Mutex::new(SpanCache::new(SPAN_CACHE_BYTES)),
             last_requested: Mutex::new(None),
             index_document: std::sync::OnceLock::new(),
+            version,
         })
+    }
+
+    /// A strong HTTP entity tag for a frame: the same object content, frame and
+    /// output settings always give the same tag, in every process.
+    pub fn frame_etag(&self, position: u32, quality: u8) -> String {
+        // FNV-1a: stable across builds and machines, unlike std's hasher.
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        let text = format!("{}\0{}\0{position}\0{quality}", self.path.text, self.version);
+        for byte in text.bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("\"{hash:016x}\"")
     }
 
     /// The index as JSON (see `index_document.rs`).
@@ -238,17 +257,22 @@ impl Channel {
         let needed = Player::required_bytes(&self.index, position);
         let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
         let span = self.span_covering(needed, wanted_end).await?;
+        let decode_timer = Timer::new(DECODE_SECONDS);
         let picture = self.decoder.picture(position, span).await.map_err(|error| match error {
             DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
             DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
         })?;
+        drop(decode_timer);
         // Encodes wait their turn (in order) so they never crowd the decoders off the cores.
         let _slot = self.shared.encode_slots.acquire().await.expect("the encode semaphore is never closed");
-        tokio::task::spawn_blocking(move || media::encode_jpeg(&picture, quality))
-            .await
-            .map_err(|e| FrameFailure::new("encode_failed", format!("encoder thread failed: {e}")))?
-            .map(Bytes::from)
-            .map_err(|e| FrameFailure::new("encode_failed", format!("{e:#}")))
+        tokio::task::spawn_blocking(move || {
+            let _timer = Timer::new(ENCODE_SECONDS);
+            media::encode_jpeg(&picture, quality)
+        })
+        .await
+        .map_err(|e| FrameFailure::new("encode_failed", format!("encoder thread failed: {e}")))?
+        .map(Bytes::from)
+        .map_err(|e| FrameFailure::new("encode_failed", format!("{e:#}")))
     }
 
     /// Where the read for `position` should end: the end of its own bytes,
@@ -282,6 +306,7 @@ impl Channel {
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Bytes, FrameFailure> {
+        let _timer = Timer::new(FETCH_SECONDS);
         self.storage.read_range(&self.path, range).await.map_err(|e| FrameFailure::new("storage_error", e.to_string()))
     }
 }

@@ -3,6 +3,7 @@
 //! requests want at once is decoded and encoded once and a repeat costs no
 //! decoding at all.
 
+use crate::metrics::{CACHE_HITS, CACHE_JOINS};
 use bytes::Bytes;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
@@ -48,6 +49,22 @@ impl FrameCache {
         key: FrameKey,
         load: impl std::future::Future<Output = Result<Bytes, E>>,
     ) -> Result<Bytes, E> {
-        self.cache.get_or_insert_async(&key, load).await
+        if let Some(jpeg) = self.cache.get(&key) {
+            metrics::counter!(CACHE_HITS).increment(1);
+            return Ok(jpeg);
+        }
+        let loaded = std::sync::atomic::AtomicBool::new(false);
+        let result = self
+            .cache
+            .get_or_insert_async(&key, async {
+                loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+                load.await
+            })
+            .await;
+        if result.is_ok() && !loaded.load(std::sync::atomic::Ordering::Relaxed) {
+            // Another request was producing this frame: it was decoded once for both.
+            metrics::counter!(CACHE_JOINS).increment(1);
+        }
+        result
     }
 }

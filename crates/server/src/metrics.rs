@@ -8,6 +8,11 @@ pub const STORAGE_READ_BYTES: &str = "bucket_streamer_storage_read_bytes_total";
 pub const FRAMES_SERVED: &str = "bucket_streamer_frames_served_total";
 pub const FRAME_ERRORS: &str = "bucket_streamer_frame_errors_total";
 pub const FRAMES_DECODED: &str = "bucket_streamer_frames_decoded_total";
+pub const CACHE_HITS: &str = "bucket_streamer_cache_hits_total";
+pub const CACHE_JOINS: &str = "bucket_streamer_cache_joins_total";
+pub const FETCH_SECONDS: &str = "bucket_streamer_fetch_seconds";
+pub const DECODE_SECONDS: &str = "bucket_streamer_decode_seconds";
+pub const ENCODE_SECONDS: &str = "bucket_streamer_encode_seconds";
 pub const SESSIONS: &str = "bucket_streamer_sessions";
 pub const CHANNELS: &str = "bucket_streamer_channels";
 
@@ -16,7 +21,9 @@ pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let buckets = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
+            let recorder =
+                PrometheusBuilder::new().set_buckets(&buckets).expect("bucket list is not empty").build_recorder();
             let handle = recorder.handle();
             // A second recorder (e.g. two servers in one test process) keeps the first.
             let _ = metrics::set_global_recorder(recorder);
@@ -32,6 +39,32 @@ fn describe() {
     metrics::describe_counter!(FRAMES_SERVED, "Frames sent to clients");
     metrics::describe_counter!(FRAME_ERRORS, "Frame requests answered with an error, by reason");
     metrics::describe_counter!(FRAMES_DECODED, "Pictures produced by the decoders");
+    metrics::describe_counter!(CACHE_HITS, "Frames served from the encoded-frame cache");
+    metrics::describe_counter!(CACHE_JOINS, "Requests that waited for a frame another request was producing");
+    metrics::describe_histogram!(FETCH_SECONDS, "Storage reads for frames (GOP bytes), seconds");
+    metrics::describe_histogram!(
+        DECODE_SECONDS,
+        "Decoding one requested frame, including frames decoded on the way, seconds"
+    );
+    metrics::describe_histogram!(ENCODE_SECONDS, "Colour conversion and JPEG encoding of one frame, seconds");
     metrics::describe_gauge!(SESSIONS, "Open WebSocket sessions");
     metrics::describe_gauge!(CHANNELS, "Videos open in this process");
+}
+
+/// Records the time until it is dropped into a histogram.
+pub struct Timer {
+    name: &'static str,
+    started: std::time::Instant,
+}
+
+impl Timer {
+    pub fn new(name: &'static str) -> Self {
+        Self { name, started: std::time::Instant::now() }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        metrics::histogram!(self.name).record(self.started.elapsed().as_secs_f64());
+    }
 }

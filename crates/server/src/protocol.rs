@@ -17,6 +17,8 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct FrameRequest {
     pub label: Value,
+    /// The request's `id`, echoed as `request_id` (extension; absent for Stage 1 clients).
+    pub request_id: Option<Value>,
     /// The frame's byte offset, or why the entry is unusable.
     pub offset: Result<u64, String>,
     pub irap_offset: Option<u64>,
@@ -59,6 +61,7 @@ fn parse_request_frames(value: &Value) -> Result<Command, String> {
         return Err("invalid RequestFrames: \"frames\" must be an array".into());
     };
     let shared_irap = optional_offset(value.get("irap_offset"), "irap_offset");
+    let request_id = value.get("id").filter(|id| !id.is_null()).cloned();
     let frames = entries
         .iter()
         .enumerate()
@@ -75,7 +78,7 @@ fn parse_request_frames(value: &Value) -> Result<Command, String> {
                 (Ok(offset), Ok(own), Ok(shared)) => (Ok(offset), own.or(*shared)),
                 (Ok(offset), Ok(own), Err(_)) => (Ok(offset), own),
             };
-            FrameRequest { label, offset, irap_offset }
+            FrameRequest { label, request_id: request_id.clone(), offset, irap_offset }
         })
         .collect();
     Ok(Command::RequestFrames { frames })
@@ -97,12 +100,16 @@ pub enum Reply {
         index: Value,
         offset: u64,
         size: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<Value>,
     },
     FrameError {
         index: Value,
         offset: u64,
         error: &'static str,
         message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<Value>,
     },
     Error {
         message: String,
@@ -148,6 +155,18 @@ mod tests {
         assert_eq!(frames[0].label, Value::from(7));
         assert_eq!(frames[1].offset, Ok(10));
         assert_eq!(frames[1].label, Value::from(1));
+    }
+
+    #[test]
+    fn request_ids_are_echoed_only_when_sent() {
+        let text = r#"{"type":"RequestFrames","id":"r7","frames":[{"offset":5}]}"#;
+        let Command::RequestFrames { frames } = parse(text).unwrap() else { panic!() };
+        assert_eq!(frames[0].request_id, Some(Value::from("r7")));
+        let reply =
+            Reply::Frame { index: Value::from(0), offset: 5, size: 9, request_id: frames[0].request_id.clone() };
+        assert_eq!(reply.to_text(), r#"{"type":"Frame","index":0,"offset":5,"size":9,"request_id":"r7"}"#);
+        let stage1 = Reply::Frame { index: Value::from(0), offset: 5, size: 9, request_id: None };
+        assert_eq!(stage1.to_text(), r#"{"type":"Frame","index":0,"offset":5,"size":9}"#);
     }
 
     #[test]

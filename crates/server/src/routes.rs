@@ -113,7 +113,14 @@ struct FrameQuery {
     frame: Option<u32>,
 }
 
-async fn frame(State(state): State<Arc<AppState>>, Query(query): Query<FrameQuery>) -> Result<Response, ApiError> {
+/// Frames never change for a given object version, so caches may keep them forever.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+async fn frame(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<FrameQuery>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     let channel = state.channels.open(&query.video).await?;
     let position = match (query.offset, query.frame) {
         (Some(offset), None) => channel.resolve(offset, query.irap_offset)?,
@@ -129,8 +136,18 @@ async fn frame(State(state): State<Arc<AppState>>, Query(query): Query<FrameQuer
             ))
         }
     };
-    let jpeg = channel.jpeg(position, state.args.jpeg_quality, None).await?;
-    Ok(([(header::CONTENT_TYPE, "image/jpeg")], jpeg).into_response())
+    let quality = state.args.jpeg_quality;
+    let etag = channel.frame_etag(position, quality);
+    let cached_by_client = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
+    let caching = [(header::ETAG, etag), (header::CACHE_CONTROL, IMMUTABLE.to_string())];
+    if cached_by_client {
+        return Ok((StatusCode::NOT_MODIFIED, caching).into_response());
+    }
+    let jpeg = channel.jpeg(position, quality, None).await?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg")], caching, jpeg).into_response())
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

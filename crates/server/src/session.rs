@@ -211,8 +211,12 @@ async fn serve_frames(
         let delivered = match answer {
             Ok(jpeg) => {
                 metrics::counter!(FRAMES_SERVED).increment(1);
-                let header =
-                    Reply::Frame { index: frame.label.clone(), offset: frame.echoed_offset(), size: jpeg.len() };
+                let header = Reply::Frame {
+                    index: frame.label.clone(),
+                    offset: frame.echoed_offset(),
+                    size: jpeg.len(),
+                    request_id: frame.request_id.clone(),
+                };
                 out.send(Outgoing::Frame { header: header.to_text(), jpeg }).await.is_ok()
             }
             Err(failure) => send(out, frame_error(&frame, failure)).await,
@@ -239,6 +243,7 @@ fn frame_error(frame: &FrameRequest, failure: FrameFailure) -> Reply {
         offset: frame.echoed_offset(),
         error: failure.code,
         message: failure.message,
+        request_id: frame.request_id.clone(),
     }
 }
 

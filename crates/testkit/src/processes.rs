@@ -141,9 +141,15 @@ impl HttpResponse {
 
 /// `GET` over a fresh connection; `target` is the path and query.
 pub fn http_get(port: u16, target: &str) -> Result<HttpResponse> {
+    http_get_with(port, target, &[])
+}
+
+/// `GET` with extra request headers.
+pub fn http_get_with(port: u16, target: &str, headers: &[(&str, &str)]) -> Result<HttpResponse> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(stream, "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{extra}\r\n")?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no HTTP header end")?;
