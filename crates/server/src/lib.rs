@@ -14,6 +14,7 @@ pub mod index_document;
 pub mod metrics;
 pub mod protocol;
 pub mod routes;
+pub mod scheduler;
 pub mod session;
 pub mod span_cache;
 pub mod storage;

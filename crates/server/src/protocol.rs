@@ -9,8 +9,16 @@ use serde_json::Value;
 /// A parsed client message.
 #[derive(Debug)]
 pub enum Command {
-    SetVideo { path: String },
-    RequestFrames { frames: Vec<FrameRequest> },
+    SetVideo {
+        path: String,
+    },
+    /// `mode`: queue mode (extension), checked by the session.
+    RequestFrames {
+        frames: Vec<FrameRequest>,
+        mode: Option<String>,
+    },
+    /// Answers everything queued in the session with `cancelled` (extension).
+    Cancel,
 }
 
 /// One requested frame. `label` is the client's `index`, echoed back.
@@ -45,6 +53,7 @@ pub fn parse(text: &str) -> Result<Command, String> {
             _ => Err("invalid SetVideo: \"path\" must be a string".into()),
         },
         "RequestFrames" => parse_request_frames(&value),
+        "Cancel" => Ok(Command::Cancel),
         other => Err(format!("unknown message type: {other}")),
     }
 }
@@ -81,7 +90,12 @@ fn parse_request_frames(value: &Value) -> Result<Command, String> {
             FrameRequest { label, request_id: request_id.clone(), offset, irap_offset }
         })
         .collect();
-    Ok(Command::RequestFrames { frames })
+    let mode = match value.get("mode") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(mode)) => Some(mode.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    Ok(Command::RequestFrames { frames, mode })
 }
 
 /// Messages the server sends.
@@ -140,7 +154,7 @@ mod tests {
     fn top_level_irap_applies_unless_overridden() {
         let text = r#"{"type":"RequestFrames","irap_offset":1000,
             "frames":[{"offset":1500,"index":0},{"offset":2100,"irap_offset":2000,"index":1}]}"#;
-        let Command::RequestFrames { frames } = parse(text).unwrap() else { panic!() };
+        let Command::RequestFrames { frames, .. } = parse(text).unwrap() else { panic!() };
         assert_eq!(frames[0].irap_offset, Some(1000));
         assert_eq!(frames[1].irap_offset, Some(2000));
         assert_eq!(frames[1].offset, Ok(2100));
@@ -150,7 +164,7 @@ mod tests {
     #[test]
     fn a_bad_entry_is_kept_for_its_own_answer() {
         let text = r#"{"type":"RequestFrames","frames":[{"offset":-5,"index":7},{"offset":10}]}"#;
-        let Command::RequestFrames { frames } = parse(text).unwrap() else { panic!() };
+        let Command::RequestFrames { frames, .. } = parse(text).unwrap() else { panic!() };
         assert!(frames[0].offset.is_err());
         assert_eq!(frames[0].label, Value::from(7));
         assert_eq!(frames[1].offset, Ok(10));
@@ -160,7 +174,7 @@ mod tests {
     #[test]
     fn request_ids_are_echoed_only_when_sent() {
         let text = r#"{"type":"RequestFrames","id":"r7","frames":[{"offset":5}]}"#;
-        let Command::RequestFrames { frames } = parse(text).unwrap() else { panic!() };
+        let Command::RequestFrames { frames, .. } = parse(text).unwrap() else { panic!() };
         assert_eq!(frames[0].request_id, Some(Value::from("r7")));
         let reply =
             Reply::Frame { index: Value::from(0), offset: 5, size: 9, request_id: frames[0].request_id.clone() };

@@ -1,33 +1,42 @@
-//! One WebSocket connection. Three tasks: the reader parses messages and
-//! queues work (and answers what can be answered at once: malformed input,
-//! over-limit requests); the worker serves the queue in order against the
-//! session's current video; the writer is the only one touching the socket,
-//! so a `Frame` header and its JPEG always leave back to back.
+//! One WebSocket connection. The reader parses messages, opens videos
+//! (`SetVideo`), queues requested frames in the session's scheduler
+//! (`scheduler.rs`: fifo, lifo, latest) and answers at once what needs no
+//! decoding: malformed input, over-limit requests, superseded and cancelled
+//! frames. The worker takes frames from the queue and keeps several in
+//! flight, so the next one decodes while earlier ones encode. The writer is
+//! the only one touching the socket, so a `Frame` header and its JPEG always
+//! leave back to back.
 //!
-//! Every requested frame gets exactly one answer. Closing the connection
-//! drops the queued work.
+//! Every requested frame gets exactly one answer. Frames are served from the
+//! video that was set when they were requested. Closing the connection drops
+//! the queued work; frames already on a decoder finish into the cache.
 
 use crate::channel::{Channel, FrameFailure};
 use crate::metrics::{FRAMES_SERVED, FRAME_ERRORS, SESSIONS};
 use crate::protocol::{parse, Command, FrameRequest, Reply, VideoSummary};
+use crate::scheduler::{Job, Mode, Queue};
 use crate::AppState;
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Notify};
 
 enum Outgoing {
     Text(String),
     Frame { header: String, jpeg: Bytes },
 }
 
-enum Work {
-    SetVideo(String),
-    Frames(Vec<FrameRequest>),
-}
+/// Frames of `fifo`/`lifo` requests in flight at once: the decoder works on
+/// the next frame while earlier ones are encoded. Answers leave in the order
+/// the frames were taken from the queue.
+const PIPELINE_DEPTH: usize = 8;
+/// In `latest` mode only one frame is in flight, so the newest position
+/// never waits behind positions the user has already moved past.
+const LATEST_DEPTH: usize = 1;
 
 /// Counts open sessions; dropping it frees the slot.
 pub struct SessionSlot(Arc<AtomicUsize>);
@@ -51,6 +60,18 @@ impl Drop for SessionSlot {
     }
 }
 
+/// The queue shared by the reader (which fills it) and the worker.
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Notify,
+}
+
+impl Shared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
     let (mut sink, mut stream) = socket.split();
     let (out, mut outgoing) = mpsc::channel::<Outgoing>(64);
@@ -69,9 +90,9 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
         }
         let _ = sink.close().await;
     });
-    let queued = Arc::new(AtomicUsize::new(0));
-    let (work, queue) = mpsc::unbounded_channel::<Work>();
-    let worker = tokio::spawn(serve_queue(queue, out.clone(), state.clone(), queued.clone()));
+    let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), ready: Notify::new() });
+    let worker = tokio::spawn(serve_queue(shared.clone(), out.clone(), state.clone()));
+    let mut video: Option<Arc<Channel>> = None;
 
     while let Some(Ok(message)) = stream.next().await {
         let command = match message {
@@ -80,160 +101,192 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
             Message::Close(_) => break,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
-        let accepted = match command {
+        let delivered = match command {
             Err(message) => send(&out, Reply::Error { message }).await,
-            Ok(Command::SetVideo { path }) => work.send(Work::SetVideo(path)).is_ok(),
-            Ok(Command::RequestFrames { frames }) => enqueue_frames(frames, &state, &queued, &work, &out).await,
+            Ok(Command::SetVideo { path }) => {
+                let (channel, reply) = set_video(path, &state).await;
+                video = channel;
+                send(&out, reply).await
+            }
+            Ok(Command::RequestFrames { frames, mode }) => {
+                request_frames(frames, mode.as_deref(), video.as_ref(), &state, &shared, &out).await
+            }
+            Ok(Command::Cancel) => {
+                let cancelled = shared.queue().take_all();
+                answer_all(cancelled, "cancelled", "cancelled by the client", &out).await
+            }
         };
-        if !accepted {
+        if !delivered {
             break;
         }
     }
-    drop(work);
     worker.abort();
     drop(out);
     let _ = writer.await;
     drop(slot);
 }
 
-/// Queues what fits within the per-request and per-session bounds and
-/// answers the rest at once.
-async fn enqueue_frames(
+async fn set_video(path: String, state: &AppState) -> (Option<Arc<Channel>>, Reply) {
+    match state.channels.open(&path).await {
+        Ok(channel) => {
+            let index = &channel.index;
+            let summary = VideoSummary {
+                frame_count: index.samples.len(),
+                width: index.width,
+                height: index.height,
+                frame_rate: index.frame_rate(),
+                codec: index.codec,
+            };
+            (Some(channel), Reply::VideoSet { path, ok: true, error: None, video: Some(summary) })
+        }
+        Err(error) => (None, Reply::VideoSet { path, ok: false, error: Some(error.to_string()), video: None }),
+    }
+}
+
+/// Queues what fits within the bounds, in the request's mode, and answers
+/// at once what does not fit or was superseded. False when the client is gone.
+async fn request_frames(
     mut frames: Vec<FrameRequest>,
+    mode: Option<&str>,
+    video: Option<&Arc<Channel>>,
     state: &AppState,
-    queued: &AtomicUsize,
-    work: &mpsc::UnboundedSender<Work>,
+    shared: &Shared,
     out: &mpsc::Sender<Outgoing>,
 ) -> bool {
+    let mode = match Mode::parse(mode) {
+        Ok(mode) => mode,
+        Err(reason) => {
+            let failures =
+                frames.into_iter().map(|frame| (frame, FrameFailure::new("invalid_request", reason.clone())));
+            return answer_each(failures, out).await;
+        }
+    };
     let limits = &state.args;
     let over_request = frames.split_off(frames.len().min(limits.max_frames_per_request));
-    let room = limits.max_queued_frames.saturating_sub(queued.load(Ordering::Acquire));
+    let room = limits.max_queued_frames.saturating_sub(shared.queue().len());
     let over_queue = frames.split_off(frames.len().min(room));
-    queued.fetch_add(frames.len(), Ordering::AcqRel);
-    if !frames.is_empty() && work.send(Work::Frames(frames)).is_err() {
-        return false;
+    let jobs = jobs_for(frames, video, mode);
+    let superseded = {
+        let mut queue = shared.queue();
+        queue.push(jobs, mode)
+    };
+    shared.ready.notify_one();
+    let request_limit = format!("a request may ask for at most {} frames", limits.max_frames_per_request);
+    let queue_limit = format!("the session already has {} frames queued", limits.max_queued_frames);
+    let refusals = over_request
+        .into_iter()
+        .map(|frame| (frame, FrameFailure::new("too_many_frames", request_limit.clone())))
+        .chain(over_queue.into_iter().map(|frame| (frame, FrameFailure::new("queue_full", queue_limit.clone()))));
+    answer_all(superseded, "superseded", "a newer request in latest mode replaced it", out).await
+        && answer_each(refusals, out).await
+}
+
+/// Resolves a request's frames against the session's video and works out
+/// how far each one's read should reach: the furthest frame of the same
+/// GOP this request wants.
+fn jobs_for(frames: Vec<FrameRequest>, video: Option<&Arc<Channel>>, mode: Mode) -> Vec<Job> {
+    let targets: Vec<Result<u32, FrameFailure>> = frames
+        .iter()
+        .map(|frame| {
+            let channel = video.ok_or_else(|| FrameFailure::new("no_video", "no video is set: send SetVideo first"))?;
+            let offset = frame.offset.clone().map_err(|reason| FrameFailure::new("invalid_request", reason))?;
+            channel.resolve(offset, frame.irap_offset)
+        })
+        .collect();
+    let mut furthest: HashMap<u32, u32> = HashMap::new();
+    if let Some(channel) = video {
+        for &position in targets.iter().flatten() {
+            let irap = channel.index.sample(position).irap;
+            furthest.entry(irap).and_modify(|far| *far = (*far).max(position)).or_insert(position);
+        }
     }
-    let refusals = over_request.into_iter().map(|f| {
-        let reason = format!("a request may ask for at most {} frames", limits.max_frames_per_request);
-        (f, FrameFailure::new("too_many_frames", reason))
-    });
-    let refusals = refusals.chain(over_queue.into_iter().map(|f| {
-        let reason = format!("the session already has {} frames queued", limits.max_queued_frames);
-        (f, FrameFailure::new("queue_full", reason))
-    }));
-    for (frame, failure) in refusals {
+    frames
+        .into_iter()
+        .zip(targets)
+        .map(|(frame, target)| {
+            let read_ahead_to = match (video, &target) {
+                (Some(channel), Ok(position)) => Some(furthest[&channel.index.sample(*position).irap]),
+                _ => None,
+            };
+            let target = target.map(|position| (video.expect("resolved frames have a video").clone(), position));
+            Job { frame, target, read_ahead_to, mode }
+        })
+        .collect()
+}
+
+/// Takes frames from the queue, keeps up to the mode's depth in flight and
+/// sends their answers in the order they were taken.
+async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Arc<AppState>) {
+    let quality = state.args.jpeg_quality;
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        loop {
+            let mut queue = shared.queue();
+            let depth = match queue.peek_mode() {
+                Some(Mode::Latest) => LATEST_DEPTH,
+                Some(_) => PIPELINE_DEPTH,
+                None => break,
+            };
+            if in_flight.len() >= depth {
+                break;
+            }
+            let job = queue.pop().expect("peeked");
+            drop(queue);
+            in_flight.push_back(serve(job, quality));
+        }
+        if in_flight.is_empty() {
+            shared.ready.notified().await;
+            continue;
+        }
+        tokio::select! {
+            Some((frame, answer)) = in_flight.next() => {
+                if !deliver(&frame, answer, &out).await {
+                    return;
+                }
+            }
+            _ = shared.ready.notified() => {}
+        }
+    }
+}
+
+async fn serve(job: Job, quality: u8) -> (FrameRequest, Result<Bytes, FrameFailure>) {
+    let answer = match job.target {
+        Ok((channel, position)) => channel.jpeg(position, quality, job.read_ahead_to).await,
+        Err(failure) => Err(failure),
+    };
+    (job.frame, answer)
+}
+
+async fn deliver(frame: &FrameRequest, answer: Result<Bytes, FrameFailure>, out: &mpsc::Sender<Outgoing>) -> bool {
+    match answer {
+        Ok(jpeg) => {
+            metrics::counter!(FRAMES_SERVED).increment(1);
+            let header = Reply::Frame {
+                index: frame.label.clone(),
+                offset: frame.echoed_offset(),
+                size: jpeg.len(),
+                request_id: frame.request_id.clone(),
+            };
+            out.send(Outgoing::Frame { header: header.to_text(), jpeg }).await.is_ok()
+        }
+        Err(failure) => send(out, frame_error(frame, failure)).await,
+    }
+}
+
+async fn answer_all(jobs: Vec<Job>, code: &'static str, reason: &str, out: &mpsc::Sender<Outgoing>) -> bool {
+    answer_each(jobs.into_iter().map(|job| (job.frame, FrameFailure::new(code, reason))), out).await
+}
+
+async fn answer_each(
+    failures: impl Iterator<Item = (FrameRequest, FrameFailure)>,
+    out: &mpsc::Sender<Outgoing>,
+) -> bool {
+    for (frame, failure) in failures {
         if !send(out, frame_error(&frame, failure)).await {
             return false;
         }
     }
     true
-}
-
-async fn serve_queue(
-    mut queue: mpsc::UnboundedReceiver<Work>,
-    out: mpsc::Sender<Outgoing>,
-    state: Arc<AppState>,
-    queued: Arc<AtomicUsize>,
-) {
-    let mut video: Option<Arc<Channel>> = None;
-    while let Some(item) = queue.recv().await {
-        match item {
-            Work::SetVideo(path) => {
-                let reply = match state.channels.open(&path).await {
-                    Ok(channel) => {
-                        let index = &channel.index;
-                        let summary = VideoSummary {
-                            frame_count: index.samples.len(),
-                            width: index.width,
-                            height: index.height,
-                            frame_rate: index.frame_rate(),
-                            codec: index.codec,
-                        };
-                        video = Some(channel);
-                        Reply::VideoSet { path, ok: true, error: None, video: Some(summary) }
-                    }
-                    Err(error) => {
-                        video = None;
-                        Reply::VideoSet { path, ok: false, error: Some(error.to_string()), video: None }
-                    }
-                };
-                if !send(&out, reply).await {
-                    return;
-                }
-            }
-            Work::Frames(frames) => {
-                if !serve_frames(frames, video.as_ref(), &state, &out, &queued).await {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Frames of one request decoded and encoded concurrently (up to this many
-/// at once): the decoder works on the next frame while earlier ones are
-/// encoded. Answers still leave in request order.
-const PIPELINE_DEPTH: usize = 8;
-
-/// Serves one request's frames in order; false when the client is gone.
-async fn serve_frames(
-    frames: Vec<FrameRequest>,
-    video: Option<&Arc<Channel>>,
-    state: &AppState,
-    out: &mpsc::Sender<Outgoing>,
-    queued: &AtomicUsize,
-) -> bool {
-    let resolved: Vec<Result<u32, FrameFailure>> = frames.iter().map(|frame| resolve(frame, video)).collect();
-    // Per IRAP, the furthest frame this request wants: read that far at once.
-    let mut furthest: HashMap<u32, u32> = HashMap::new();
-    if let Some(channel) = video {
-        for &position in resolved.iter().flatten() {
-            let irap = channel.index.sample(position).irap;
-            furthest.entry(irap).and_modify(|far| *far = (*far).max(position)).or_insert(position);
-        }
-    }
-    let quality = state.args.jpeg_quality;
-    let mut answers = futures_util::stream::iter(frames.into_iter().zip(resolved))
-        .map(|(frame, resolved)| {
-            let read_ahead = video.zip(resolved.as_ref().ok()).map(|(c, &p)| furthest[&c.index.sample(p).irap]);
-            async move {
-                let answer = match (resolved, video) {
-                    (Ok(position), Some(channel)) => channel.jpeg(position, quality, read_ahead).await,
-                    (Err(failure), _) => Err(failure),
-                    (Ok(_), None) => unreachable!("positions resolve only with a video"),
-                };
-                (frame, answer)
-            }
-        })
-        .buffered(PIPELINE_DEPTH);
-    while let Some((frame, answer)) = answers.next().await {
-        queued.fetch_sub(1, Ordering::AcqRel);
-        let delivered = match answer {
-            Ok(jpeg) => {
-                metrics::counter!(FRAMES_SERVED).increment(1);
-                let header = Reply::Frame {
-                    index: frame.label.clone(),
-                    offset: frame.echoed_offset(),
-                    size: jpeg.len(),
-                    request_id: frame.request_id.clone(),
-                };
-                out.send(Outgoing::Frame { header: header.to_text(), jpeg }).await.is_ok()
-            }
-            Err(failure) => send(out, frame_error(&frame, failure)).await,
-        };
-        if !delivered {
-            return false;
-        }
-    }
-    true
-}
-
-fn resolve(frame: &FrameRequest, video: Option<&Arc<Channel>>) -> Result<u32, FrameFailure> {
-    let Some(channel) = video else {
-        return Err(FrameFailure::new("no_video", "no video is set: send SetVideo first"));
-    };
-    let offset = frame.offset.clone().map_err(|reason| FrameFailure::new("invalid_request", reason))?;
-    channel.resolve(offset, frame.irap_offset)
 }
 
 fn frame_error(frame: &FrameRequest, failure: FrameFailure) -> Reply {

@@ -1,0 +1,155 @@
+//! Queue modes (`fifo`, `lifo`, `latest`), `Cancel`, request ids, shared
+//! decoding across sessions and freeing a closed session's work, over real
+//! sockets.
+
+mod common;
+
+use common::{fetch_index, metric, scratch_dir, start_local, stock, IndexFrame};
+use serde_json::{json, Value};
+use testkit::processes::Running;
+use testkit::ws::{Answer, Client};
+
+const KEY: &str = "videos/open_gop_bframes.mp4";
+
+fn setup(name: &str) -> (Running, Vec<IndexFrame>) {
+    let fixture = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+    let root = scratch_dir(name);
+    stock(&root, std::slice::from_ref(&fixture));
+    let server = start_local(&root, &[]);
+    let (_, index) = fetch_index(&server, KEY).unwrap();
+    (server, index)
+}
+
+fn frames(index: &[IndexFrame], numbers: impl IntoIterator<Item = usize>, prefix: &str) -> Vec<Value> {
+    numbers.into_iter().map(|n| json!({"offset": index[n].offset, "index": format!("{prefix}{n}")})).collect()
+}
+
+/// Reads `count` answers; returns (label, error code or "frame") in arrival order.
+fn answers(client: &mut Client, count: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|_| match client.receive_answer().unwrap() {
+            Answer::Frame { header, .. } => (header["index"].as_str().unwrap().to_string(), "frame".to_string()),
+            Answer::Error(error) => {
+                (error["index"].as_str().unwrap().to_string(), error["error"].as_str().unwrap().to_string())
+            }
+        })
+        .collect()
+}
+
+fn connect(server: &Running) -> Client {
+    let mut client = Client::connect(&server.ws_url()).unwrap();
+    assert_eq!(client.set_video(KEY).unwrap()["ok"], true);
+    client
+}
+
+/// A backlog in a B-frame/open-GOP video: every frame in reverse order, so each
+/// costs a decode from its IRAP.
+fn backlog(index: &[IndexFrame]) -> Vec<Value> {
+    frames(index, (0..index.len()).rev(), "old")
+}
+
+#[test]
+fn latest_supersedes_the_backlog_and_serves_the_newest() {
+    let (server, index) = setup("queue-latest");
+    let mut client = connect(&server);
+    client.send_json(&json!({"type": "RequestFrames", "frames": backlog(&index)})).unwrap();
+    client
+        .send_json(&json!({"type": "RequestFrames", "mode": "latest", "frames": frames(&index, [40], "new")}))
+        .unwrap();
+    let got = answers(&mut client, index.len() + 1);
+    let superseded = got.iter().filter(|(_, code)| code == "superseded").count();
+    assert!(superseded > index.len() / 2, "most of the backlog is superseded: {superseded}");
+    assert!(got.iter().all(|(label, code)| code == "frame" || (code == "superseded" && label.starts_with("old"))));
+    assert_eq!(got.last().unwrap(), &("new40".to_string(), "frame".to_string()), "the newest frame is served");
+    let labels: std::collections::HashSet<&String> = got.iter().map(|(label, _)| label).collect();
+    assert_eq!(labels.len(), index.len() + 1, "every frame answered exactly once");
+}
+
+#[test]
+fn lifo_serves_the_newest_request_first_and_still_answers_the_old() {
+    let (server, index) = setup("queue-lifo");
+    let mut client = connect(&server);
+    client.send_json(&json!({"type": "RequestFrames", "frames": backlog(&index)})).unwrap();
+    client
+        .send_json(&json!({"type": "RequestFrames", "mode": "lifo", "frames": frames(&index, [10, 11], "new")}))
+        .unwrap();
+    let got = answers(&mut client, index.len() + 2);
+    assert!(got.iter().all(|(_, code)| code == "frame"), "lifo answers everything: {got:?}");
+    let position = |label: &str| got.iter().position(|(l, _)| l == label).unwrap();
+    assert!(position("new10") < position("new11"), "a request keeps its own order");
+    assert!(position("new11") < got.len() - 10, "the newest request overtakes the queued backlog");
+}
+
+#[test]
+fn cancel_answers_everything_queued_and_the_session_goes_on() {
+    let (server, index) = setup("queue-cancel");
+    let mut client = connect(&server);
+    client.send_json(&json!({"type": "RequestFrames", "id": 7, "frames": backlog(&index)})).unwrap();
+    client.send_json(&json!({"type": "Cancel"})).unwrap();
+    let mut cancelled = 0;
+    for _ in 0..index.len() {
+        let answer = client.receive_answer().unwrap();
+        let header = match &answer {
+            Answer::Frame { header, .. } | Answer::Error(header) => header,
+        };
+        assert_eq!(header["request_id"], 7, "request ids are echoed: {header}");
+        if let Answer::Error(error) = answer {
+            assert_eq!(error["error"], "cancelled");
+            cancelled += 1;
+        }
+    }
+    assert!(cancelled > index.len() / 2, "most frames were still queued: {cancelled}");
+    client.send_json(&json!({"type": "RequestFrames", "frames": frames(&index, [5], "after")})).unwrap();
+    assert_eq!(answers(&mut client, 1), vec![("after5".to_string(), "frame".to_string())]);
+    client
+        .send_json(&json!({"type": "RequestFrames", "mode": "newest", "frames": frames(&index, [5], "bad")}))
+        .unwrap();
+    assert_eq!(answers(&mut client, 1), vec![("bad5".to_string(), "invalid_request".to_string())]);
+}
+
+#[test]
+fn sessions_asking_for_the_same_frames_share_one_decode() {
+    let (server, index) = setup("queue-shared");
+    let wanted: Vec<usize> = (0..50).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            let (server, index, wanted) = (&server, &index, &wanted);
+            scope.spawn(move || {
+                let mut client = connect(server);
+                client
+                    .send_json(&json!({"type": "RequestFrames", "frames": frames(index, wanted.clone(), "f")}))
+                    .unwrap();
+                let got = answers(&mut client, wanted.len());
+                assert!(got.iter().all(|(_, code)| code == "frame"), "{got:?}");
+            });
+        }
+    });
+    let decoded = metric(&server, "bucket_streamer_frames_decoded_total");
+    // Frames 0-49 in presentation order need pictures up to a few beyond 49 in
+    // decode order (B-frame reordering): never 8 times the work.
+    assert!((50.0..=60.0).contains(&decoded), "8 sessions × 50 frames decoded {decoded} pictures");
+    assert!(
+        metric(&server, "bucket_streamer_cache_hits_total") + metric(&server, "bucket_streamer_cache_joins_total")
+            >= 350.0
+    );
+}
+
+#[test]
+fn closing_a_session_frees_its_queued_work() {
+    let (server, index) = setup("queue-disconnect");
+    let mut client = connect(&server);
+    client.send_json(&json!({"type": "RequestFrames", "frames": backlog(&index)})).unwrap();
+    drop(client);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Served to the end, the backlog would be 75 encodes; only the frames
+    // already in flight (and a few decoded ahead) may finish after the close.
+    let encoded = metric(&server, "bucket_streamer_encode_seconds_count");
+    assert!(encoded < 25.0, "work continued after the client left: {encoded} frames encoded");
+    // The same backlog served to the end costs an encode per frame not yet cached.
+    let mut other = connect(&server);
+    other.send_json(&json!({"type": "RequestFrames", "frames": backlog(&index)})).unwrap();
+    let got = answers(&mut other, index.len());
+    assert!(got.iter().all(|(_, code)| code == "frame"));
+    let after = metric(&server, "bucket_streamer_encode_seconds_count");
+    assert!(after - encoded >= 50.0, "a full backlog encodes its frames ({encoded} → {after})");
+}
