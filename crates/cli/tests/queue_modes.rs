@@ -153,3 +153,24 @@ fn closing_a_session_frees_its_queued_work() {
     let after = metric(&server, "bucket_streamer_encode_seconds_count");
     assert!(after - encoded >= 50.0, "a full backlog encodes its frames ({encoded} → {after})");
 }
+
+#[test]
+fn idle_videos_close_and_held_ones_stay_open() {
+    let fixtures = vec![
+        testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap(),
+        testkit::fixtures::generated_named("no_bframes.mp4").unwrap(),
+    ];
+    let root = scratch_dir("queue-idle");
+    stock(&root, &fixtures);
+    let server = start_local(&root, &["--channel-idle-secs", "1"]);
+    let mut holder = connect(&server); // keeps open_gop_bframes.mp4 set
+    fetch_index(&server, "videos/no_bframes.mp4").unwrap();
+    assert_eq!(metric(&server, "bucket_streamer_channels"), 2.0);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(metric(&server, "bucket_streamer_channels"), 1.0, "the unused video was closed");
+    let index = fetch_index(&server, KEY).unwrap().1;
+    holder.send_json(&json!({"type": "RequestFrames", "frames": frames(&index, [9], "h")})).unwrap();
+    assert_eq!(answers(&mut holder, 1), vec![("h9".to_string(), "frame".to_string())]);
+    fetch_index(&server, "videos/no_bframes.mp4").unwrap();
+    assert_eq!(metric(&server, "bucket_streamer_channels"), 2.0, "a closed video opens again on demand");
+}

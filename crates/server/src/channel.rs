@@ -81,6 +81,8 @@ pub struct Channel {
     spans: tokio::sync::Mutex<SpanCache>,
     /// Presentation number of the last frame asked for, to detect playback.
     last_requested: Mutex<Option<u32>>,
+    /// When a frame was last asked for (or the channel opened), for the idle timeout.
+    last_used: Mutex<std::time::Instant>,
     /// Identifies the object's content (its ETag, or size and modification time).
     pub version: String,
     /// The serialised index, made on first request.
@@ -129,6 +131,7 @@ impl Channel {
             decoder,
             spans: tokio::sync::Mutex::new(SpanCache::new(SPAN_CACHE_BYTES)),
             last_requested: Mutex::new(None),
+            last_used: Mutex::new(std::time::Instant::now()),
             index_document: std::sync::OnceLock::new(),
             version,
         })
@@ -144,6 +147,11 @@ impl Channel {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
         }
         format!("\"{hash:016x}\"")
+    }
+
+    /// How long since a frame of this video was last asked for.
+    pub fn idle_for(&self) -> std::time::Duration {
+        self.last_used.lock().expect("last use lock").elapsed()
     }
 
     /// The index as JSON (see `index_document.rs`).
@@ -221,6 +229,7 @@ impl Channel {
     /// Records a request; true when it is the frame shown right after the previous one.
     fn note_request(&self, position: u32) -> bool {
         let shown = self.index.sample(position).presentation;
+        *self.last_used.lock().expect("last use lock") = std::time::Instant::now();
         let mut last = self.last_requested.lock().expect("last request lock");
         let sequential = last.is_some_and(|previous| shown == previous + 1);
         *last = Some(shown);

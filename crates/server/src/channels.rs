@@ -1,6 +1,8 @@
 //! The process-wide set of open videos (channels), keyed by path. Opening is
 //! single-flight: sessions asking for the same video at once wait for one
-//! header read. The set is bounded; videos no session holds are closed first.
+//! header read. The set is bounded; videos no session holds are closed first,
+//! and `close_idle` closes those unused for the idle timeout (their decoder
+//! thread and caches go with them).
 
 use crate::channel::{Channel, OpenError, Shared};
 use crate::metrics::CHANNELS;
@@ -55,6 +57,19 @@ impl Channels {
                 Err(error)
             }
         }
+    }
+
+    /// Closes channels that no session holds and that have not been asked for
+    /// a frame for `idle`. Returns how many were closed.
+    pub fn close_idle(&self, idle: std::time::Duration) -> usize {
+        let mut slots = self.slots.lock().expect("channel map lock");
+        let before = slots.len();
+        slots.retain(|_, slot| match slot.get() {
+            Some(channel) => Arc::strong_count(channel) > 1 || channel.idle_for() < idle,
+            None => true, // still opening
+        });
+        metrics::gauge!(CHANNELS).set(slots.len() as f64);
+        before - slots.len()
     }
 
     fn slot(&self, key: &str) -> Result<Slot, OpenError> {

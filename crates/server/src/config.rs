@@ -96,6 +96,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_OPEN_VIDEOS", default_value_t = 256)]
     pub max_open_videos: usize,
 
+    /// Seconds a video stays open (index, decoder, caches) after its last use
+    /// when no session has it set.
+    #[arg(long, env = "CHANNEL_IDLE_SECS", default_value_t = 300)]
+    pub channel_idle_secs: u64,
+
     /// Largest WebSocket message accepted from a client, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
     pub max_message_bytes: usize,
@@ -164,6 +169,7 @@ impl ServeArgs {
         anyhow::ensure!(self.max_frames_per_request > 0, "--max-frames-per-request must be at least 1");
         anyhow::ensure!(self.max_open_videos > 0, "--max-open-videos must be at least 1");
         anyhow::ensure!(self.storage_timeout_secs > 0, "--storage-timeout-secs must be at least 1");
+        anyhow::ensure!(self.channel_idle_secs > 0, "--channel-idle-secs must be at least 1");
         Ok(())
     }
 }

@@ -56,10 +56,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics::install(),
         args,
     });
+    let reaper = tokio::spawn(close_idle_channels(state.clone()));
     tracing::info!(%address, storage = %storage.url_of(&storage.parse_path("x")?).trim_end_matches('x'), "listening");
     axum::serve(listener, routes::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    reaper.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Closes videos nobody has used for `--channel-idle-secs`, checking a few times per timeout.
+async fn close_idle_channels(state: Arc<AppState>) {
+    let idle = std::time::Duration::from_secs(state.args.channel_idle_secs);
+    let mut tick = tokio::time::interval((idle / 4).max(std::time::Duration::from_millis(250)));
+    loop {
+        tick.tick().await;
+        let closed = state.channels.close_idle(idle);
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle videos");
+        }
+    }
 }
 
 async fn shutdown_signal() {
