@@ -174,3 +174,69 @@ fn idle_videos_close_and_held_ones_stay_open() {
     fetch_index(&server, "videos/no_bframes.mp4").unwrap();
     assert_eq!(metric(&server, "bucket_streamer_channels"), 2.0, "a closed video opens again on demand");
 }
+
+#[test]
+fn registered_chunks_are_preloaded_and_served_whole() {
+    let (server, index) = setup("queue-chunks");
+    let mut client = connect(&server);
+    let keyframes: Vec<&IndexFrame> = index.iter().filter(|f| f.keyframe).collect();
+    let (first, second) = (keyframes[1], keyframes[2]);
+    // Two frames of the second GOP, chosen by the client; the third GOP whole.
+    let picked: Vec<&IndexFrame> = index.iter().filter(|f| f.irap_offset == first.offset).take(2).collect();
+    let read_before = metric(&server, "bucket_streamer_storage_read_bytes_total");
+    client
+        .send_json(&json!({"type": "RegisterChunks", "chunks": [
+            {"irap_offset": first.offset, "frames": picked.iter().map(|f| f.offset).collect::<Vec<_>>()},
+            {"irap_offset": second.offset},
+            {"irap_offset": index.iter().find(|f| !f.keyframe).unwrap().offset},
+        ]}))
+        .unwrap();
+    let reply = client.receive_json().unwrap();
+    assert_eq!(reply["type"], "ChunksRegistered", "{reply}");
+    assert_eq!(reply["registered"], 2);
+    assert!(reply["rejected"][0]["error"].as_str().unwrap().contains("not an IRAP"), "{reply}");
+
+    // The preload runs in the background; once done, serving the chunks reads nothing more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let section: Vec<&IndexFrame> = index.iter().filter(|f| f.irap_offset == second.offset).collect();
+    let section_end = section.iter().map(|f| f.offset + f.size).max().unwrap();
+    while metric(&server, "bucket_streamer_storage_read_bytes_total") - read_before
+        < (section_end - first.offset) as f64
+    {
+        assert!(std::time::Instant::now() < deadline, "the registered chunks were not preloaded");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let read_after_preload = metric(&server, "bucket_streamer_storage_read_bytes_total");
+
+    client.send_json(&json!({"type": "RequestChunk", "irap_offset": first.offset, "id": "c1"})).unwrap();
+    for frame in &picked {
+        match client.receive_answer().unwrap() {
+            Answer::Frame { header, .. } => {
+                assert_eq!(
+                    (header["index"].as_u64(), header["request_id"].as_str()),
+                    (Some(frame.number as u64), Some("c1"))
+                )
+            }
+            Answer::Error(error) => panic!("{error}"),
+        }
+    }
+    client.send_json(&json!({"type": "RequestChunk", "irap_offset": second.offset})).unwrap();
+    let mut numbers = Vec::new();
+    for _ in &section {
+        match client.receive_answer().unwrap() {
+            Answer::Frame { header, .. } => numbers.push(header["index"].as_u64().unwrap() as usize),
+            Answer::Error(error) => panic!("{error}"),
+        }
+    }
+    let expected: Vec<usize> = section.iter().map(|f| f.number).collect();
+    assert_eq!(numbers, expected, "a whole section comes in presentation order");
+    assert_eq!(
+        metric(&server, "bucket_streamer_storage_read_bytes_total"),
+        read_after_preload,
+        "all bytes were preloaded"
+    );
+
+    client.send_json(&json!({"type": "RequestChunk", "irap_offset": 12345})).unwrap();
+    let error = client.receive_json().unwrap();
+    assert!(error["type"] == "Error" && error["message"].as_str().unwrap().contains("not an IRAP"), "{error}");
+}

@@ -149,6 +149,38 @@ impl Channel {
         format!("\"{hash:016x}\"")
     }
 
+    /// The frames (decode positions, in presentation order) of the IRAP section
+    /// that starts at decode position `irap`: its GOP in decode order.
+    pub fn section(&self, irap: u32) -> Vec<u32> {
+        let mut positions: Vec<u32> = self
+            .index
+            .samples
+            .iter()
+            .enumerate()
+            .skip(irap as usize)
+            .take_while(|(position, sample)| *position == irap as usize || !sample.keyframe)
+            .map(|(position, _)| position as u32)
+            .collect();
+        positions.sort_by_key(|&position| self.index.sample(position).presentation);
+        positions
+    }
+
+    /// Fetches the bytes of these frames (and what they decode from) into the
+    /// span cache, without decoding. Returns the bytes now held for them.
+    pub async fn preload(&self, positions: &[u32]) -> Result<u64, FrameFailure> {
+        let Some(&last) = positions.iter().max() else { return Ok(0) };
+        // Leading pictures decode from the IRAP before: the span starts where the earliest needs it.
+        let start = positions.iter().map(|&p| Player::required_bytes(&self.index, p).start).min().unwrap_or(0);
+        let needed = Player::required_bytes(&self.index, last);
+        let end = self.read_ahead_end(
+            last,
+            Some((last + READ_AHEAD_SAMPLES).min(self.index.samples.len() as u32 - 1)),
+            needed.end,
+        );
+        let span = self.span_covering(start.min(needed.start)..needed.end, end).await?;
+        Ok(span.len() as u64)
+    }
+
     /// How long since a frame of this video was last asked for.
     pub fn idle_for(&self) -> std::time::Duration {
         self.last_used.lock().expect("last use lock").elapsed()

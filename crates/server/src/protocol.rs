@@ -19,6 +19,24 @@ pub enum Command {
     },
     /// Answers everything queued in the session with `cancelled` (extension).
     Cancel,
+    /// Names IRAP sections the client will want; their bytes are preloaded (extension).
+    RegisterChunks {
+        chunks: Vec<ChunkSpec>,
+    },
+    /// Every frame of one IRAP section, as a request (extension).
+    RequestChunk {
+        irap_offset: u64,
+        request_id: Option<Value>,
+        mode: Option<String>,
+    },
+}
+
+/// An IRAP section: the IRAP's offset and, optionally, the frames of it the
+/// client wants (all frames of the GOP when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkSpec {
+    pub irap_offset: u64,
+    pub frames: Option<Vec<u64>>,
 }
 
 /// One requested frame. `label` is the client's `index`, echoed back.
@@ -54,6 +72,14 @@ pub fn parse(text: &str) -> Result<Command, String> {
         },
         "RequestFrames" => parse_request_frames(&value),
         "Cancel" => Ok(Command::Cancel),
+        "RegisterChunks" => parse_register_chunks(&value),
+        "RequestChunk" => {
+            let irap_offset = optional_offset(value.get("irap_offset"), "irap_offset")
+                .map_err(|e| format!("invalid RequestChunk: {e}"))?
+                .ok_or("invalid RequestChunk: \"irap_offset\" is required")?;
+            let request_id = value.get("id").filter(|id| !id.is_null()).cloned();
+            Ok(Command::RequestChunk { irap_offset, request_id, mode: mode_of(&value) })
+        }
         other => Err(format!("unknown message type: {other}")),
     }
 }
@@ -90,12 +116,43 @@ fn parse_request_frames(value: &Value) -> Result<Command, String> {
             FrameRequest { label, request_id: request_id.clone(), offset, irap_offset }
         })
         .collect();
-    let mode = match value.get("mode") {
+    Ok(Command::RequestFrames { frames, mode: mode_of(value) })
+}
+
+fn mode_of(value: &Value) -> Option<String> {
+    match value.get("mode") {
         None | Some(Value::Null) => None,
         Some(Value::String(mode)) => Some(mode.clone()),
         Some(other) => Some(other.to_string()),
+    }
+}
+
+fn parse_register_chunks(value: &Value) -> Result<Command, String> {
+    let Some(Value::Array(entries)) = value.get("chunks") else {
+        return Err("invalid RegisterChunks: \"chunks\" must be an array".into());
     };
-    Ok(Command::RequestFrames { frames, mode })
+    let chunks = entries
+        .iter()
+        .map(|entry| {
+            let irap_offset = optional_offset(entry.get("irap_offset"), "irap_offset")?
+                .ok_or("every chunk needs an \"irap_offset\"")?;
+            let frames = match entry.get("frames") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(offsets)) => Some(
+                    offsets
+                        .iter()
+                        .map(|o| {
+                            o.as_u64().ok_or_else(|| format!("frame offsets must be non-negative integers, not {o}"))
+                        })
+                        .collect::<Result<Vec<u64>, String>>()?,
+                ),
+                Some(other) => return Err(format!("\"frames\" must be an array of offsets, not {other}")),
+            };
+            Ok(ChunkSpec { irap_offset, frames })
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|e| format!("invalid RegisterChunks: {e}"))?;
+    Ok(Command::RegisterChunks { chunks })
 }
 
 /// Messages the server sends.
@@ -128,6 +185,17 @@ pub enum Reply {
     Error {
         message: String,
     },
+    /// Answer to `RegisterChunks`: how many sections were registered, and why others were not.
+    ChunksRegistered {
+        registered: usize,
+        rejected: Vec<ChunkRejection>,
+    },
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChunkRejection {
+    pub irap_offset: u64,
+    pub error: String,
 }
 
 /// Facts about a video sent with a successful `VideoSet`.

@@ -13,7 +13,7 @@
 
 use crate::channel::{Channel, FrameFailure};
 use crate::metrics::{FRAMES_SERVED, FRAME_ERRORS, SESSIONS};
-use crate::protocol::{parse, Command, FrameRequest, Reply, VideoSummary};
+use crate::protocol::{parse, ChunkRejection, ChunkSpec, Command, FrameRequest, Reply, VideoSummary};
 use crate::scheduler::{Job, Mode, Queue};
 use crate::AppState;
 use axum::extract::ws::{Message, WebSocket};
@@ -93,6 +93,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
     let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), ready: Notify::new() });
     let worker = tokio::spawn(serve_queue(shared.clone(), out.clone(), state.clone()));
     let mut video: Option<Arc<Channel>> = None;
+    // Registered IRAP sections of the current video: IRAP offset → wanted frame offsets.
+    let mut chunks: HashMap<u64, Option<Vec<u64>>> = HashMap::new();
 
     while let Some(Ok(message)) = stream.next().await {
         let command = match message {
@@ -106,6 +108,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
             Ok(Command::SetVideo { path }) => {
                 let (channel, reply) = set_video(path, &state).await;
                 video = channel;
+                chunks.clear();
                 send(&out, reply).await
             }
             Ok(Command::RequestFrames { frames, mode }) => {
@@ -115,6 +118,16 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
                 let cancelled = shared.queue().take_all();
                 answer_all(cancelled, "cancelled", "cancelled by the client", &out).await
             }
+            Ok(Command::RegisterChunks { chunks: specs }) => {
+                send(&out, register_chunks(specs, video.as_ref(), &mut chunks)).await
+            }
+            Ok(Command::RequestChunk { irap_offset, request_id, mode }) => match video.as_ref() {
+                None => send(&out, Reply::Error { message: "no video is set: send SetVideo first".into() }).await,
+                Some(channel) => match chunk_frames(channel, irap_offset, request_id, &chunks) {
+                    Ok(frames) => request_frames(frames, mode.as_deref(), video.as_ref(), &state, &shared, &out).await,
+                    Err(message) => send(&out, Reply::Error { message }).await,
+                },
+            },
         };
         if !delivered {
             break;
@@ -141,6 +154,90 @@ async fn set_video(path: String, state: &AppState) -> (Option<Arc<Channel>>, Rep
         }
         Err(error) => (None, Reply::VideoSet { path, ok: false, error: Some(error.to_string()), video: None }),
     }
+}
+
+/// Most IRAP sections one session may register.
+const MAX_REGISTERED_CHUNKS: usize = 100_000;
+/// Registered sections whose bytes are fetched at once (the rest load when requested).
+const PRELOADED_CHUNKS: usize = 4;
+
+/// Records IRAP sections and starts loading the first few in the background.
+fn register_chunks(
+    specs: Vec<ChunkSpec>,
+    video: Option<&Arc<Channel>>,
+    chunks: &mut HashMap<u64, Option<Vec<u64>>>,
+) -> Reply {
+    let mut rejected = Vec::new();
+    let mut preload = Vec::new();
+    let reject = |spec: &ChunkSpec, error: String| ChunkRejection { irap_offset: spec.irap_offset, error };
+    for spec in specs {
+        let Some(channel) = video else {
+            rejected.push(reject(&spec, "no video is set: send SetVideo first".into()));
+            continue;
+        };
+        let Some(irap) = channel.index.position_at(spec.irap_offset).filter(|&p| channel.index.sample(p).keyframe)
+        else {
+            rejected.push(reject(
+                &spec,
+                format!("irap_offset {} is not an IRAP of {}", spec.irap_offset, channel.path.text),
+            ));
+            continue;
+        };
+        if chunks.len() >= MAX_REGISTERED_CHUNKS && !chunks.contains_key(&spec.irap_offset) {
+            rejected.push(reject(&spec, format!("a session may register at most {MAX_REGISTERED_CHUNKS} chunks")));
+            continue;
+        }
+        if preload.len() < PRELOADED_CHUNKS {
+            let positions = match &spec.frames {
+                Some(offsets) => offsets.iter().filter_map(|&offset| channel.index.position_at(offset)).collect(),
+                None => channel.section(irap),
+            };
+            preload.push(positions);
+        }
+        chunks.insert(spec.irap_offset, spec.frames);
+    }
+    if let Some(channel) = video.filter(|_| !preload.is_empty()).cloned() {
+        tokio::spawn(async move {
+            for positions in preload {
+                if channel.preload(&positions).await.is_err() {
+                    break; // the request itself will report the storage error
+                }
+            }
+        });
+    }
+    Reply::ChunksRegistered { registered: chunks.len(), rejected }
+}
+
+/// The frames of an IRAP section as a request: the registered ones, or the
+/// whole GOP in presentation order. Labels are presentation frame numbers.
+fn chunk_frames(
+    channel: &Channel,
+    irap_offset: u64,
+    request_id: Option<serde_json::Value>,
+    chunks: &HashMap<u64, Option<Vec<u64>>>,
+) -> Result<Vec<FrameRequest>, String> {
+    let index = &channel.index;
+    let irap = index
+        .position_at(irap_offset)
+        .filter(|&p| index.sample(p).keyframe)
+        .ok_or_else(|| format!("irap_offset {irap_offset} is not an IRAP of {}", channel.path.text))?;
+    let offsets: Vec<u64> = match chunks.get(&irap_offset) {
+        Some(Some(offsets)) => offsets.clone(),
+        _ => channel.section(irap).iter().map(|&p| index.sample(p).offset).collect(),
+    };
+    Ok(offsets
+        .into_iter()
+        .enumerate()
+        .map(|(position_in_chunk, offset)| {
+            let label = index.position_at(offset).map_or(position_in_chunk as u32, |p| index.sample(p).presentation);
+            FrameRequest {
+                label: serde_json::Value::from(label),
+                request_id: request_id.clone(),
+                offset: Ok(offset),
+                irap_offset: Some(irap_offset),
+            }
+        })
+        .collect())
 }
 
 /// Queues what fits within the bounds, in the request's mode, and answers
