@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::drag::{Drag, DragResult};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pattern {
@@ -64,6 +66,20 @@ pub struct BenchArgs {
     #[arg(long)]
     pub frames: Option<usize>,
 
+    /// Queue mode sent with every request: fifo, lifo or latest (default: none, the server's fifo).
+    #[arg(long)]
+    pub mode: Option<String>,
+
+    /// Open loop: ask for a new random frame every this many milliseconds
+    /// without waiting for answers (a dragged timeline), and report the
+    /// latency of the final one. Runs for --duration-secs.
+    #[arg(long)]
+    pub interval_ms: Option<u64>,
+
+    /// How long the open loop of --interval-ms runs.
+    #[arg(long, default_value_t = 5)]
+    pub duration_secs: u64,
+
     /// Seconds to wait for any one answer before giving up.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
@@ -109,6 +125,12 @@ pub struct Summary {
     pub pattern: Pattern,
     pub batch: String,
     pub first_errors: Vec<String>,
+    /// With --interval-ms: frames the server superseded, and the mean over
+    /// clients of the final position's latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_superseded: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_latency_ms: Option<f64>,
 }
 
 pub async fn run(args: BenchArgs) -> Result<Summary> {
@@ -135,16 +157,21 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
     if let Some(dir) = &args.output {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let started = Instant::now();
     let timeout = Duration::from_secs(args.timeout_secs);
+    if let Some(interval) = args.interval_ms {
+        return drag(&args, &catalogues, Duration::from_millis(interval.max(1)), timeout).await;
+    }
+    let started = Instant::now();
     let tasks: Vec<_> = plans
         .into_iter()
         .enumerate()
         .map(|(client, (video, frames))| {
-            let (url, output, progress) = (args.url.clone(), args.output.clone(), progress.clone());
-            tokio::spawn(
-                async move { run_client(client, &url, &video, frames, batch, output, timeout, progress).await },
-            )
+            let (url, output, progress, mode) =
+                (args.url.clone(), args.output.clone(), progress.clone(), args.mode.clone());
+            tokio::spawn(async move {
+                let mode = mode.as_deref();
+                run_client(client, &url, &video, frames, batch, mode, output, timeout, progress).await
+            })
         })
         .collect();
     let mut results = Vec::new();
@@ -154,6 +181,59 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
     let elapsed = started.elapsed();
     progress.finish_and_clear();
     Ok(summarise(&args, results, elapsed))
+}
+
+async fn drag(
+    args: &BenchArgs,
+    catalogues: &[Vec<FrameRef>],
+    interval: Duration,
+    timeout: Duration,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|client| {
+            let which = client % args.video.len();
+            let frames: Vec<(u64, Option<u64>)> = catalogues[which].iter().map(|f| (f.offset, f.irap_offset)).collect();
+            let (url, video, mode) = (args.url.clone(), args.video[which].clone(), args.mode.clone());
+            let duration = Duration::from_secs(args.duration_secs);
+            tokio::spawn(async move {
+                let drag = Drag {
+                    url: &url,
+                    video: &video,
+                    frames: &frames,
+                    mode: mode.as_deref(),
+                    interval,
+                    duration,
+                    timeout,
+                };
+                drag.run().await
+            })
+        })
+        .collect();
+    let mut results: Vec<DragResult> = Vec::new();
+    for task in tasks {
+        results.push(task.await.context("a client task panicked")??);
+    }
+    let elapsed = started.elapsed();
+    let clients = results.len().max(1) as f64;
+    let mut summary = summarise(
+        args,
+        results
+            .iter()
+            .map(|r| ClientResult {
+                requested: r.requested,
+                received: r.received,
+                errored: r.errored + r.superseded,
+                bytes: r.bytes,
+                latencies_ms: vec![r.final_latency_ms],
+                errors: Vec::new(),
+            })
+            .collect(),
+        elapsed,
+    );
+    summary.frames_superseded = Some(results.iter().map(|r| r.superseded).sum());
+    summary.final_latency_ms = Some(results.iter().map(|r| r.final_latency_ms).sum::<f64>() / clients);
+    Ok(summary)
 }
 
 async fn load_frames(args: &BenchArgs, video: &str) -> Result<Vec<FrameRef>> {
@@ -215,6 +295,7 @@ async fn run_client(
     video: &str,
     frames: Vec<(usize, FrameRef)>,
     batch: usize,
+    mode: Option<&str>,
     output: Option<PathBuf>,
     timeout: Duration,
     progress: ProgressBar,
@@ -237,7 +318,11 @@ async fn run_client(
             })
             .collect();
         let sent = Instant::now();
-        socket.send(Message::text(json!({"type": "RequestFrames", "frames": entries}).to_string())).await?;
+        let mut request = json!({"type": "RequestFrames", "frames": entries});
+        if let Some(mode) = mode {
+            request["mode"] = json!(mode);
+        }
+        socket.send(Message::text(request.to_string())).await?;
         result.requested += chunk.len();
         for _ in chunk {
             let header = next_json(&mut socket, timeout).await?;
@@ -318,6 +403,8 @@ fn summarise(args: &BenchArgs, results: Vec<ClientResult>, elapsed: Duration) ->
         pattern: args.pattern,
         batch: args.batch.clone(),
         first_errors: results.iter().flat_map(|r| r.errors.iter().cloned()).take(5).collect(),
+        frames_superseded: None,
+        final_latency_ms: None,
     }
 }
 
@@ -338,6 +425,10 @@ impl Summary {
             "Latency p50/p95/p99: {:.2} / {:.2} / {:.2} ms",
             self.latency_p50_ms, self.latency_p95_ms, self.latency_p99_ms
         );
+        if let (Some(superseded), Some(latency)) = (self.frames_superseded, self.final_latency_ms) {
+            println!("Superseded:       {superseded}");
+            println!("Final position:   {latency:.2} ms");
+        }
         for error in &self.first_errors {
             println!("error: {error}");
         }

@@ -6,6 +6,7 @@
 
 mod bench;
 mod convert;
+mod drag;
 mod index;
 mod limit;
 

@@ -1,0 +1,118 @@
+//! The open-loop client of `bench --interval-ms`: a person dragging a
+//! timeline. It asks for a new random position every interval without
+//! waiting for answers, then measures how long the final position took to
+//! arrive. With `--mode latest` the server supersedes the positions the
+//! cursor has left; without it every position is decoded in turn.
+
+use anyhow::{bail, ensure, Result};
+use futures_util::{SinkExt, StreamExt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// What one dragging client saw.
+pub struct DragResult {
+    pub requested: usize,
+    pub received: usize,
+    pub superseded: usize,
+    pub errored: usize,
+    pub bytes: u64,
+    /// From sending the last position to receiving its frame.
+    pub final_latency_ms: f64,
+}
+
+pub struct Drag<'a> {
+    pub url: &'a str,
+    pub video: &'a str,
+    /// (offset, irap_offset) of every frame.
+    pub frames: &'a [(u64, Option<u64>)],
+    pub mode: Option<&'a str>,
+    pub interval: Duration,
+    pub duration: Duration,
+    pub timeout: Duration,
+}
+
+impl Drag<'_> {
+    pub async fn run(&self) -> Result<DragResult> {
+        ensure!(!self.frames.is_empty(), "no frames to drag over");
+        let (socket, _) = tokio_tungstenite::connect_async(self.url).await?;
+        let (mut sink, mut stream) = socket.split();
+        sink.send(Message::text(json!({"type": "SetVideo", "path": self.video}).to_string())).await?;
+        let reply = next_text(&mut stream, self.timeout).await?;
+        ensure!(reply["ok"] == true, "SetVideo {} failed: {reply}", self.video);
+
+        let mut result =
+            DragResult { requested: 0, received: 0, superseded: 0, errored: 0, bytes: 0, final_latency_ms: 0.0 };
+        let started = Instant::now();
+        let mut ticks = tokio::time::interval(self.interval);
+        let mut last_sent = Instant::now();
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        let mut answered = 0usize;
+        let mut final_answered: Option<Instant> = None;
+        let mut sending = true;
+        while sending || answered < result.requested {
+            tokio::select! {
+                _ = ticks.tick(), if sending => {
+                    if started.elapsed() >= self.duration {
+                        sending = false;
+                        continue;
+                    }
+                    let (offset, irap) = self.frames[rng.random_range(0..self.frames.len())];
+                    let mut frame = json!({"offset": offset, "index": result.requested});
+                    if let Some(irap) = irap {
+                        frame["irap_offset"] = json!(irap);
+                    }
+                    let mut request = json!({"type": "RequestFrames", "frames": [frame]});
+                    if let Some(mode) = self.mode {
+                        request["mode"] = json!(mode);
+                    }
+                    sink.send(Message::text(request.to_string())).await?;
+                    last_sent = Instant::now();
+                    result.requested += 1;
+                }
+                header = next_text(&mut stream, self.timeout) => {
+                    let header = header?;
+                    answered += 1;
+                    let is_final = !sending && header["index"].as_u64() == Some(result.requested as u64 - 1);
+                    match header["type"].as_str() {
+                        Some("Frame") => {
+                            match tokio::time::timeout(self.timeout, stream.next()).await {
+                                Ok(Some(Ok(Message::Binary(jpeg)))) => result.bytes += jpeg.len() as u64,
+                                other => bail!("Frame not followed by its JPEG: {other:?}"),
+                            }
+                            result.received += 1;
+                        }
+                        Some("FrameError") if header["error"] == "superseded" => result.superseded += 1,
+                        Some("FrameError") => result.errored += 1,
+                        _ => bail!("unexpected message: {header}"),
+                    }
+                    if is_final {
+                        final_answered = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        let finished = final_answered.unwrap_or_else(Instant::now);
+        result.final_latency_ms = finished.saturating_duration_since(last_sent).as_secs_f64() * 1000.0;
+        let _ = sink.close().await;
+        Ok(result)
+    }
+}
+
+async fn next_text<S>(stream: &mut S, timeout: Duration) -> Result<Value>
+where
+    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(timeout, stream.next()).await {
+            Err(_) => bail!("no answer from the server within {} s", timeout.as_secs()),
+            Ok(None) => bail!("the server closed the connection"),
+            Ok(Some(Err(error))) => bail!("WebSocket error: {error}"),
+            Ok(Some(Ok(Message::Text(text)))) => return Ok(serde_json::from_str(text.as_str())?),
+            Ok(Some(Ok(Message::Binary(bytes)))) => bail!("unexpected {} binary bytes", bytes.len()),
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
