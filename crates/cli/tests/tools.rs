@@ -193,6 +193,29 @@ fn bench_reports_the_stage1_summary() {
         let summary: Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(summary["frames_received"], 20, "{pattern}");
     }
+    // Open loop (a dragged timeline): every position is answered, the final one with its frame.
+    let (ok, stdout, stderr) = run(&[
+        "bench",
+        "--url",
+        &url,
+        "--video",
+        "videos/open_gop_bframes.mp4",
+        "--interval-ms",
+        "5",
+        "--duration-secs",
+        "1",
+        "--mode",
+        "latest",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    let requested = summary["frames_requested"].as_u64().unwrap();
+    assert!(requested > 20, "{summary}");
+    assert_eq!(summary["frames_received"].as_u64().unwrap() + summary["frames_errored"].as_u64().unwrap(), requested);
+    assert_eq!(summary["frames_errored"], summary["frames_superseded"], "only superseded positions fail");
+    assert!(summary["final_latency_ms"].as_f64().unwrap() > 0.0);
+
     let (ok, _, stderr) = run(&["bench", "--url", &url, "--video", "videos/missing.mp4"]);
     assert!(!ok && stderr.contains("not_found"), "{stderr}");
 }
