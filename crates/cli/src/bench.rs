@@ -355,7 +355,7 @@ async fn run_client(
     Ok(result)
 }
 
-async fn next_json<S>(socket: &mut S, timeout: Duration) -> Result<Value>
+pub(crate) async fn next_json<S>(socket: &mut S, timeout: Duration) -> Result<Value>
 where
     S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {

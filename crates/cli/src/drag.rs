@@ -8,9 +8,11 @@ use anyhow::{bail, ensure, Result};
 use futures_util::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::bench::next_json;
 
 /// What one dragging client saw.
 pub struct DragResult {
@@ -40,7 +42,7 @@ impl Drag<'_> {
         let (socket, _) = tokio_tungstenite::connect_async(self.url).await?;
         let (mut sink, mut stream) = socket.split();
         sink.send(Message::text(json!({"type": "SetVideo", "path": self.video}).to_string())).await?;
-        let reply = next_text(&mut stream, self.timeout).await?;
+        let reply = next_json(&mut stream, self.timeout).await?;
         ensure!(reply["ok"] == true, "SetVideo {} failed: {reply}", self.video);
 
         let mut result =
@@ -72,7 +74,7 @@ impl Drag<'_> {
                     last_sent = Instant::now();
                     result.requested += 1;
                 }
-                header = next_text(&mut stream, self.timeout) => {
+                header = next_json(&mut stream, self.timeout) => {
                     let header = header?;
                     answered += 1;
                     let is_final = !sending && header["index"].as_u64() == Some(result.requested as u64 - 1);
@@ -98,21 +100,5 @@ impl Drag<'_> {
         result.final_latency_ms = finished.saturating_duration_since(last_sent).as_secs_f64() * 1000.0;
         let _ = sink.close().await;
         Ok(result)
-    }
-}
-
-async fn next_text<S>(stream: &mut S, timeout: Duration) -> Result<Value>
-where
-    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        match tokio::time::timeout(timeout, stream.next()).await {
-            Err(_) => bail!("no answer from the server within {} s", timeout.as_secs()),
-            Ok(None) => bail!("the server closed the connection"),
-            Ok(Some(Err(error))) => bail!("WebSocket error: {error}"),
-            Ok(Some(Ok(Message::Text(text)))) => return Ok(serde_json::from_str(text.as_str())?),
-            Ok(Some(Ok(Message::Binary(bytes)))) => bail!("unexpected {} binary bytes", bytes.len()),
-            Ok(Some(Ok(_))) => continue,
-        }
     }
 }

@@ -38,27 +38,22 @@ pub fn measure(path: &Path, max_frames: usize, quality: u8) -> Result<Limit> {
         frames += 1;
         Ok(())
     };
+    // Decode time covers send + receive; conversion and encoding are timed apart.
+    let mut timed_decode =
+        |decoder: &mut Decoder, step: &dyn Fn(&mut Decoder) -> Result<()>| -> Result<Vec<media::Picture>> {
+            let started = Instant::now();
+            step(decoder)?;
+            let pictures = std::iter::from_fn(|| decoder.receive()).collect();
+            decode += started.elapsed();
+            Ok(pictures)
+        };
     for sample in index.samples.iter().take(max_frames) {
         let bytes = source.read_range(sample.offset, u64::from(sample.size))?;
-        let started = Instant::now();
-        decoder.send(&bytes, sample.pts)?;
-        let mut pictures = Vec::new();
-        while let Some(picture) = decoder.receive() {
-            pictures.push(picture);
-        }
-        decode += started.elapsed();
-        for picture in pictures {
+        for picture in timed_decode(&mut decoder, &|d| d.send(&bytes, sample.pts))? {
             handle(picture)?;
         }
     }
-    let started = Instant::now();
-    decoder.drain()?;
-    let mut pictures = Vec::new();
-    while let Some(picture) = decoder.receive() {
-        pictures.push(picture);
-    }
-    decode += started.elapsed();
-    for picture in pictures {
+    for picture in timed_decode(&mut decoder, &|d| d.drain())? {
         handle(picture)?;
     }
     let per_frame = |total: Duration| total.as_secs_f64() * 1000.0 / frames.max(1) as f64;

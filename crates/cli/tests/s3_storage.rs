@@ -6,7 +6,7 @@ mod common;
 
 use common::{fetch_index, metric, scratch_dir, stock, verify_over_websocket};
 use serde_json::json;
-use testkit::processes::{start_s3, start_server, Running, S3_ACCESS_KEY, S3_SECRET_KEY};
+use testkit::processes::{start_s3, start_server, Running};
 use testkit::ws::{Answer, Client};
 
 const BUCKET: &str = "footage";
@@ -18,26 +18,10 @@ fn start_pair(
     let root = scratch_dir(name);
     let videos = stock(&root.join(BUCKET), fixtures);
     let s3 = start_s3(&root).expect("s3s-fs starts");
-    let endpoint = format!("http://127.0.0.1:{}", s3.port);
-    let server = start_server(
-        &common::binary(),
-        &[
-            "--storage-backend",
-            "s3",
-            "--s3-bucket",
-            BUCKET,
-            "--s3-endpoint",
-            &endpoint,
-            "--s3-region",
-            "us-east-1",
-            "--s3-access-key",
-            S3_ACCESS_KEY,
-            "--s3-secret-key",
-            S3_SECRET_KEY,
-        ],
-        &[],
-    )
-    .expect("server starts");
+    let mut args = vec!["--storage-backend".to_string(), "s3".into(), "--s3-bucket".into(), BUCKET.into()];
+    args.extend(common::s3_flags(&s3));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = start_server(&common::binary(), &args, &[]).expect("server starts");
     (s3, server, videos)
 }
 

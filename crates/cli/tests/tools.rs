@@ -8,7 +8,7 @@ use common::{binary, fetch_index, metric, scratch_dir, start_local, stock};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-use testkit::processes::{start_s3, S3_ACCESS_KEY, S3_SECRET_KEY};
+use testkit::processes::start_s3;
 use testkit::ws::{Answer, Client};
 
 fn run(args: &[&str]) -> (bool, String, String) {
@@ -52,22 +52,11 @@ fn index_reads_s3_urls() {
     let root = scratch_dir("tools-s3");
     stock(&root.join("clips"), std::slice::from_ref(&fixture));
     let s3 = start_s3(&root).unwrap();
-    let endpoint = format!("http://127.0.0.1:{}", s3.port);
     let output = root.join("offsets.json");
-    let (ok, _, stderr) = run(&[
-        "index",
-        "s3://clips/videos/open_gop_bframes.mp4",
-        "--output",
-        output.to_str().unwrap(),
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-region",
-        "us-east-1",
-        "--s3-access-key",
-        S3_ACCESS_KEY,
-        "--s3-secret-key",
-        S3_SECRET_KEY,
-    ]);
+    let mut args = vec!["index".to_string(), "s3://clips/videos/open_gop_bframes.mp4".into(), "--output".into()];
+    args.push(output.to_str().unwrap().into());
+    args.extend(common::s3_flags(&s3));
+    let (ok, _, stderr) = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(ok, "{stderr}");
     let offsets: Value = serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
     assert_eq!(offsets["video_url"], "s3://clips/videos/open_gop_bframes.mp4");

@@ -160,3 +160,21 @@ pub fn metric(server: &Running, name: &str) -> f64 {
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Flags that point the binary at the test S3 server.
+pub fn s3_flags(s3: &Running) -> Vec<String> {
+    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    [
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key",
+        testkit::processes::S3_ACCESS_KEY,
+        "--s3-secret-key",
+        testkit::processes::S3_SECRET_KEY,
+    ]
+    .iter()
+    .map(|flag| flag.to_string())
+    .collect()
+}
