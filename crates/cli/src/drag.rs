@@ -52,7 +52,8 @@ impl Drag<'_> {
         let mut last_sent = Instant::now();
         let mut rng = StdRng::from_rng(&mut rand::rng());
         let mut answered = 0usize;
-        let mut final_answered: Option<Instant> = None;
+        // When each position's answer arrived (by label), to time the last one.
+        let mut answer_times: Vec<Option<Instant>> = Vec::new();
         let mut sending = true;
         while sending || answered < result.requested {
             tokio::select! {
@@ -73,11 +74,12 @@ impl Drag<'_> {
                     sink.send(Message::text(request.to_string())).await?;
                     last_sent = Instant::now();
                     result.requested += 1;
+                    answer_times.push(None);
                 }
                 header = next_json(&mut stream, self.timeout) => {
                     let header = header?;
                     answered += 1;
-                    let is_final = !sending && header["index"].as_u64() == Some(result.requested as u64 - 1);
+                    let arrived = Instant::now();
                     match header["type"].as_str() {
                         Some("Frame") => {
                             match tokio::time::timeout(self.timeout, stream.next()).await {
@@ -90,13 +92,13 @@ impl Drag<'_> {
                         Some("FrameError") => result.errored += 1,
                         _ => bail!("unexpected message: {header}"),
                     }
-                    if is_final {
-                        final_answered = Some(Instant::now());
+                    if let Some(slot) = header["index"].as_u64().and_then(|label| answer_times.get_mut(label as usize)) {
+                        *slot = Some(arrived);
                     }
                 }
             }
         }
-        let finished = final_answered.unwrap_or_else(Instant::now);
+        let finished = answer_times.last().copied().flatten().unwrap_or_else(Instant::now);
         result.final_latency_ms = finished.saturating_duration_since(last_sent).as_secs_f64() * 1000.0;
         let _ = sink.close().await;
         Ok(result)

@@ -11,7 +11,7 @@
 
 use crate::decoder::{share, Decoder, Threading};
 use crate::index::VideoIndex;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
 use bytes::Bytes;
 use ffmpeg_next::frame::Video;
 use std::borrow::Cow;
@@ -84,6 +84,10 @@ pub enum DecodeError {
     /// stream's first IRAP, which has no references).
     #[error("the frame cannot be reconstructed from the stream")]
     NotDecodable,
+    /// The caller no longer wanted it; decoding stopped between samples and
+    /// the decoder stays positioned where it stopped.
+    #[error("decoding was cancelled")]
+    Cancelled,
     #[error("{0}")]
     Failed(#[from] anyhow::Error),
 }
@@ -134,7 +138,14 @@ impl Player {
     /// Decodes sample `target` (decode-order position). `span` must cover
     /// `required_bytes(index, target)`; bytes beyond it let the decoder run
     /// ahead instead of draining, which keeps it positioned for the next frame.
-    pub fn picture(&mut self, index: &VideoIndex, target: u32, span: &Span) -> Result<Video, DecodeError> {
+    /// `cancelled` is asked before each sample is fed.
+    pub fn picture(
+        &mut self,
+        index: &VideoIndex,
+        target: u32,
+        span: &Span,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Video, DecodeError> {
         let sample = *index.sample(target);
         if let Some(frame) = self.take_kept(sample.pts) {
             return Ok(frame);
@@ -142,33 +153,51 @@ impl Player {
         let start = sample.decode_from.min(target);
         let resumable = self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start);
         if resumable {
-            if let Some(frame) = self.run(index, target, span, false)? {
+            if let Some(frame) = self.run(index, target, span, false, cancelled)? {
                 return Ok(frame);
             }
         }
-        self.run(index, target, span, true)?.ok_or(DecodeError::NotDecodable)
+        self.run(index, target, span, true, cancelled)?.ok_or(DecodeError::NotDecodable)
     }
 
-    fn run(&mut self, index: &VideoIndex, target: u32, span: &Span, restart: bool) -> Result<Option<Video>> {
+    fn run(
+        &mut self,
+        index: &VideoIndex,
+        target: u32,
+        span: &Span,
+        restart: bool,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<Video>, DecodeError> {
         let target_pts = index.sample(target).pts;
         if restart {
             self.decoder.reset();
             let start = index.sample(target).decode_from.min(target);
             self.position = Some(Position { started_at: start, next: start, drained: false });
         }
-        let result = self.feed_until(index, target_pts, target, span);
-        if result.is_err() {
+        let result = self.feed_until(index, target_pts, target, span, cancelled);
+        if matches!(result, Err(DecodeError::Failed(_))) {
             self.position = None; // state unknown after an error: restart next time
         }
         result
     }
 
-    fn feed_until(&mut self, index: &VideoIndex, target_pts: i64, target: u32, span: &Span) -> Result<Option<Video>> {
+    fn feed_until(
+        &mut self,
+        index: &VideoIndex,
+        target_pts: i64,
+        target: u32,
+        span: &Span,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<Video>, DecodeError> {
         let mut position = self.position.expect("run sets the position");
         loop {
             if let Some(frame) = self.take_kept(target_pts) {
                 self.position = Some(position);
                 return Ok(Some(frame));
+            }
+            if cancelled() {
+                self.position = Some(position);
+                return Err(DecodeError::Cancelled);
             }
             let next = index.samples.get(position.next as usize);
             let bytes = next.and_then(|sample| span.slice(sample.offset..sample.end()));
@@ -179,7 +208,9 @@ impl Player {
                     position.next += 1;
                 }
                 (Some(_), None) if position.next <= target => {
-                    bail!("sample {} is not in the fetched bytes {:?}", position.next, span.range())
+                    return Err(
+                        anyhow!("sample {} is not in the fetched bytes {:?}", position.next, span.range()).into()
+                    )
                 }
                 _ if !position.drained => {
                     self.decoder.drain()?;

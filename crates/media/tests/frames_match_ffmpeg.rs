@@ -25,8 +25,9 @@ fn check(fixture: &testkit::fixtures::Fixture) {
         let range = Player::required_bytes(&index, position);
         let bytes = source.read_range(range.start, range.end - range.start).unwrap();
         let span = Span::new(range.start, Bytes::from(bytes));
-        let picture =
-            player.picture(&index, position, &span).unwrap_or_else(|e| panic!("{} frame {frame}: {e}", fixture.name));
+        let picture = player
+            .picture(&index, position, &span, &|| false)
+            .unwrap_or_else(|e| panic!("{} frame {frame}: {e}", fixture.name));
         let jpeg = media::encode_jpeg(&picture, 90).unwrap();
         let rgb = media::jpeg::decode_rgb(&jpeg).unwrap();
         let small = box_downscale(&rgb.pixels, rgb.width, rgb.height, factor);

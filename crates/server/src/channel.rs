@@ -17,6 +17,7 @@ use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
 use bytes::Bytes;
 use media::{DecodeError, Player, Span, Threading, VideoIndex};
 use std::ops::Range;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 /// Why a requested frame was not served: a short code for programs and a
@@ -237,11 +238,13 @@ impl Channel {
     /// The JPEG of the frame at decode-order `position`. `read_ahead_to` is
     /// the furthest decode position the caller is about to ask for as well
     /// (e.g. the rest of a batch), so its bytes come in the same read.
+    /// Setting `cancel` abandons the decode between samples (`superseded`).
     pub async fn jpeg(
         self: &Arc<Self>,
         position: u32,
         quality: u8,
         read_ahead_to: Option<u32>,
+        cancel: Option<Arc<AtomicBool>>,
     ) -> Result<Bytes, FrameFailure> {
         let sequential = self.note_request(position);
         let read_ahead_to = if sequential { Some(self.gop_end(position)) } else { read_ahead_to };
@@ -251,7 +254,7 @@ impl Channel {
             .filter(|&furthest| furthest > position)
             .map(|furthest| furthest.saturating_add(READ_AHEAD_SAMPLES).min(last));
         let key = FrameKey { channel: self.id, position, quality };
-        let jpeg = self.shared.frames.get_or_load(key, self.produce(position, quality, read_ahead_to)).await?;
+        let jpeg = self.shared.frames.get_or_load(key, self.produce(position, quality, read_ahead_to, cancel)).await?;
         if sequential {
             self.prefetch_after(position, quality);
         }
@@ -282,7 +285,8 @@ impl Channel {
             tokio::spawn(async move {
                 let last = channel.index.samples.len() as u32 - 1;
                 let read_ahead_to = Some(channel.gop_end(next).saturating_add(READ_AHEAD_SAMPLES).min(last));
-                let _ = channel.shared.frames.get_or_load(key, channel.produce(next, quality, read_ahead_to)).await;
+                let _ =
+                    channel.shared.frames.get_or_load(key, channel.produce(next, quality, read_ahead_to, None)).await;
             });
         }
     }
@@ -294,13 +298,20 @@ impl Channel {
         next_irap.map_or(samples.len() as u32 - 1, |offset| position + offset as u32)
     }
 
-    async fn produce(&self, position: u32, quality: u8, read_ahead_to: Option<u32>) -> Result<Bytes, FrameFailure> {
+    async fn produce(
+        &self,
+        position: u32,
+        quality: u8,
+        read_ahead_to: Option<u32>,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<Bytes, FrameFailure> {
         let needed = Player::required_bytes(&self.index, position);
         let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
         let span = self.span_covering(needed, wanted_end).await?;
         let decode_timer = Timer::new(DECODE_SECONDS);
-        let picture = self.decoder.picture(position, span).await.map_err(|error| match error {
+        let picture = self.decoder.picture(position, span, cancel).await.map_err(|error| match error {
             DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
+            DecodeError::Cancelled => FrameFailure::new("superseded", "a newer request in latest mode replaced it"),
             DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
         })?;
         drop(decode_timer);

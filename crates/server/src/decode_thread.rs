@@ -4,6 +4,7 @@
 //! ever blocked by libavcodec. The thread ends when the channel is dropped.
 
 use media::{DecodeError, Picture, Player, Span, VideoIndex};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -11,6 +12,7 @@ use tokio::sync::oneshot;
 struct Job {
     position: u32,
     span: Span,
+    cancel: Option<Arc<AtomicBool>>,
     reply: oneshot::Sender<Result<Picture, DecodeError>>,
 }
 
@@ -33,7 +35,8 @@ impl DecodeThread {
                     continue; // the requester gave up (disconnected): skip the work
                 }
                 let before = player.pictures_decoded();
-                let result = player.picture(&index, job.position, &job.span);
+                let cancelled = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
+                let result = player.picture(&index, job.position, &job.span, &cancelled);
                 on_decoded(player.pictures_decoded() - before);
                 let _ = job.reply.send(result);
             }
@@ -41,11 +44,17 @@ impl DecodeThread {
         Ok(Self { jobs })
     }
 
-    /// Decodes the sample at `position` from `span`.
-    pub async fn picture(&self, position: u32, span: Span) -> Result<Picture, DecodeError> {
+    /// Decodes the sample at `position` from `span`; setting `cancel` stops
+    /// the decode at the next sample boundary.
+    pub async fn picture(
+        &self,
+        position: u32,
+        span: Span,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<Picture, DecodeError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { position, span, reply })
+            .send(Job { position, span, cancel, reply })
             .map_err(|_| DecodeError::Failed(anyhow::anyhow!("the decoder thread has stopped")))?;
         answer.await.map_err(|_| DecodeError::Failed(anyhow::anyhow!("the decoder thread stopped while decoding")))?
     }

@@ -146,7 +146,7 @@ async fn frame(
     if cached_by_client {
         return Ok((StatusCode::NOT_MODIFIED, caching).into_response());
     }
-    let jpeg = channel.jpeg(position, quality, None).await?;
+    let jpeg = channel.jpeg(position, quality, None, None).await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg")], caching, jpeg).into_response())
 }
 

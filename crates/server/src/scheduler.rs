@@ -11,6 +11,7 @@
 use crate::channel::{Channel, FrameFailure};
 use crate::protocol::FrameRequest;
 use std::collections::VecDeque;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct Job {
     pub read_ahead_to: Option<u32>,
     /// The mode of the request the frame came with.
     pub mode: Mode,
+    /// Set when a newer `latest` request replaces this frame while it decodes.
+    pub cancel: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -107,6 +110,7 @@ mod tests {
                 target: Err(FrameFailure::new("no_video", "test")),
                 read_ahead_to: None,
                 mode: Mode::Fifo,
+                cancel: Default::default(),
             })
             .collect()
     }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, Notify};
 
@@ -60,10 +60,12 @@ impl Drop for SessionSlot {
     }
 }
 
-/// The queue shared by the reader (which fills it) and the worker.
+/// The queue shared by the reader (which fills it) and the worker, and the
+/// cancel flags of the `latest` frames being decoded.
 struct Shared {
     queue: Mutex<Queue>,
     ready: Notify,
+    decoding_latest: Mutex<Vec<Arc<AtomicBool>>>,
 }
 
 impl Shared {
@@ -90,7 +92,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
         }
         let _ = sink.close().await;
     });
-    let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), ready: Notify::new() });
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue::default()),
+        ready: Notify::new(),
+        decoding_latest: Mutex::default(),
+    });
     let worker = tokio::spawn(serve_queue(shared.clone(), out.clone(), state.clone()));
     let mut video: Option<Arc<Channel>> = None;
     // Registered IRAP sections of the current video: IRAP offset → wanted frame offsets.
@@ -263,6 +269,13 @@ async fn request_frames(
     let room = limits.max_queued_frames.saturating_sub(shared.queue().len());
     let over_queue = frames.split_off(frames.len().min(room));
     let jobs = jobs_for(frames, video, mode);
+    if mode == Mode::Latest {
+        // The position being decoded is one the user has left: stop it at the
+        // next sample (the decoder stays positioned; nothing decoded is lost).
+        for flag in shared.decoding_latest.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
     let superseded = {
         let mut queue = shared.queue();
         queue.push(jobs, mode)
@@ -306,7 +319,7 @@ fn jobs_for(frames: Vec<FrameRequest>, video: Option<&Arc<Channel>>, mode: Mode)
                 _ => None,
             };
             let target = target.map(|position| (video.expect("resolved frames have a video").clone(), position));
-            Job { frame, target, read_ahead_to, mode }
+            Job { frame, target, read_ahead_to, mode, cancel: Arc::default() }
         })
         .collect()
 }
@@ -329,6 +342,9 @@ async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Ar
             }
             let job = queue.pop().expect("peeked");
             drop(queue);
+            if job.mode == Mode::Latest {
+                shared.decoding_latest.lock().unwrap_or_else(|p| p.into_inner()).push(job.cancel.clone());
+            }
             in_flight.push_back(serve(job, quality));
         }
         if in_flight.is_empty() {
@@ -347,8 +363,9 @@ async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Ar
 }
 
 async fn serve(job: Job, quality: u8) -> (FrameRequest, Result<Bytes, FrameFailure>) {
+    let cancel = (job.mode == Mode::Latest).then_some(job.cancel);
     let answer = match job.target {
-        Ok((channel, position)) => channel.jpeg(position, quality, job.read_ahead_to).await,
+        Ok((channel, position)) => channel.jpeg(position, quality, job.read_ahead_to, cancel).await,
         Err(failure) => Err(failure),
     };
     (job.frame, answer)
