@@ -8,6 +8,8 @@
 //! pictures). Output is matched by presentation timestamp, never by count,
 //! because B-frames come out in a different order than they go in. Recently
 //! output pictures are kept (bounded) so neighbours are not decoded twice.
+//! A caller may cancel between samples; the decoder then stays where it
+//! stopped, still positioned for a later frame of the same stream.
 
 use crate::decoder::{share, Decoder, Threading};
 use crate::index::VideoIndex;
