@@ -240,3 +240,47 @@ fn registered_chunks_are_preloaded_and_served_whole() {
     let error = client.receive_json().unwrap();
     assert!(error["type"] == "Error" && error["message"].as_str().unwrap().contains("not an IRAP"), "{error}");
 }
+
+/// One session with a long backlog does not starve another: the second
+/// session's frame arrives while the first is still far from done.
+#[test]
+fn a_busy_session_does_not_starve_another() {
+    let fixtures = vec![
+        testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap(),
+        testkit::fixtures::generated_named("no_bframes.mp4").unwrap(),
+    ];
+    let root = scratch_dir("queue-fairness");
+    stock(&root, &fixtures);
+    // No frame cache: every frame of the backlog costs a decode and an encode.
+    let server = start_local(&root, &["--cache-bytes", "1"]);
+    let index = fetch_index(&server, KEY).unwrap().1;
+    let other_index = fetch_index(&server, "videos/no_bframes.mp4").unwrap().1;
+    let backlog: Vec<Value> =
+        (0..4).flat_map(|round| frames(&index, (0..index.len()).rev(), &format!("r{round}-"))).collect();
+    let total = backlog.len();
+    let served = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let busy = scope.spawn(|| {
+            let mut client = connect(&server);
+            client.send_json(&json!({"type": "RequestFrames", "frames": backlog})).unwrap();
+            for _ in 0..total {
+                assert!(matches!(client.receive_answer().unwrap(), Answer::Frame { .. }));
+                served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        while served.load(std::sync::atomic::Ordering::SeqCst) < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut other = Client::connect(&server.ws_url()).unwrap();
+        assert_eq!(other.set_video("videos/no_bframes.mp4").unwrap()["ok"], true);
+        let before = served.load(std::sync::atomic::Ordering::SeqCst);
+        other.send_json(&json!({"type": "RequestFrames", "frames": frames(&other_index, [40], "o")})).unwrap();
+        assert_eq!(answers(&mut other, 1), vec![("o40".to_string(), "frame".to_string())]);
+        let meanwhile = served.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert!(
+            meanwhile < total / 3,
+            "the other session waited while {meanwhile} of {total} backlog frames were served"
+        );
+        busy.join().unwrap();
+    });
+}
