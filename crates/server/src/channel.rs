@@ -173,11 +173,7 @@ impl Channel {
         // Leading pictures decode from the IRAP before: the span starts where the earliest needs it.
         let start = positions.iter().map(|&p| Player::required_bytes(&self.index, p).start).min().unwrap_or(0);
         let needed = Player::required_bytes(&self.index, last);
-        let end = self.read_ahead_end(
-            last,
-            Some((last + READ_AHEAD_SAMPLES).min(self.index.samples.len() as u32 - 1)),
-            needed.end,
-        );
+        let end = self.read_ahead_end(last, Some(self.past_furthest(last)), needed.end);
         let span = self.span_covering(start.min(needed.start)..needed.end, end).await?;
         Ok(span.len() as u64)
     }
@@ -249,10 +245,8 @@ impl Channel {
         let sequential = self.note_request(position);
         let read_ahead_to = if sequential { Some(self.gop_end(position)) } else { read_ahead_to };
         // A lone frame reads exactly its span; more is read only when more is wanted.
-        let last = self.index.samples.len() as u32 - 1;
-        let read_ahead_to = read_ahead_to
-            .filter(|&furthest| furthest > position)
-            .map(|furthest| furthest.saturating_add(READ_AHEAD_SAMPLES).min(last));
+        let read_ahead_to =
+            read_ahead_to.filter(|&furthest| furthest > position).map(|furthest| self.past_furthest(furthest));
         let key = FrameKey { channel: self.id, position, quality };
         let jpeg = self.shared.frames.get_or_load(key, self.produce(position, quality, read_ahead_to, cancel)).await?;
         if sequential {
@@ -283,12 +277,17 @@ impl Channel {
             }
             let channel = self.clone();
             tokio::spawn(async move {
-                let last = channel.index.samples.len() as u32 - 1;
-                let read_ahead_to = Some(channel.gop_end(next).saturating_add(READ_AHEAD_SAMPLES).min(last));
+                let read_ahead_to = Some(channel.past_furthest(channel.gop_end(next)));
                 let _ =
                     channel.shared.frames.get_or_load(key, channel.produce(next, quality, read_ahead_to, None)).await;
             });
         }
+    }
+
+    /// Where a read wanted up to `furthest` should end: `READ_AHEAD_SAMPLES`
+    /// further, within the video.
+    fn past_furthest(&self, furthest: u32) -> u32 {
+        furthest.saturating_add(READ_AHEAD_SAMPLES).min(self.index.samples.len() as u32 - 1)
     }
 
     /// Decode position of the last sample of the GOP that `position` is in.
