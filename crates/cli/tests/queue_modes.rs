@@ -284,3 +284,60 @@ fn a_busy_session_does_not_starve_another() {
         busy.join().unwrap();
     });
 }
+
+/// Going through registered chunks in order: asking for one fetches the
+/// next one's bytes meanwhile, so it is served without another read. The
+/// chunks list a few frames each (as an annotation tool sampling a video
+/// would), so playback read-ahead does not fetch them anyway.
+#[test]
+fn requesting_a_chunk_preloads_the_next_one() {
+    let Some(video) = testkit::fixtures::shared().unwrap().into_iter().find(|f| f.name == "bbb720-frag.mp4") else {
+        eprintln!("note: needs ../shared/media (a video with many GOPs)");
+        return;
+    };
+    let root = scratch_dir("queue-next-chunk");
+    stock(&root, std::slice::from_ref(&video));
+    let server = start_local(&root, &[]);
+    let key = "videos/bbb720-frag.mp4";
+    let index = fetch_index(&server, key).unwrap().1;
+    let iraps: Vec<u64> = index.iter().filter(|f| f.keyframe).map(|f| f.offset).collect();
+    assert!(iraps.len() >= 8, "the video has {} GOPs", iraps.len());
+    // Every section's IRAP and its tenth frame.
+    let sampled = |irap: u64| -> Vec<u64> {
+        let section: Vec<&IndexFrame> = index.iter().filter(|f| f.irap_offset == irap).collect();
+        vec![section[0].offset, section[10].offset]
+    };
+    let read = || metric(&server, "bucket_streamer_storage_read_bytes_total");
+    // Background preloads are done when the byte count stops moving.
+    let settled = || {
+        let mut last = read();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            let now = read();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    };
+
+    let mut client = Client::connect(&server.ws_url()).unwrap();
+    assert_eq!(client.set_video(key).unwrap()["ok"], true);
+    let all: Vec<Value> = iraps.iter().map(|&irap| json!({"irap_offset": irap, "frames": sampled(irap)})).collect();
+    client.send_json(&json!({"type": "RegisterChunks", "chunks": all})).unwrap();
+    assert_eq!(client.receive_json().unwrap()["registered"], iraps.len());
+    settled(); // the first four chunks
+
+    // The last chunk is the one served from the preload, so nothing else is preloaded meanwhile.
+    let (this, next) = (iraps[iraps.len() - 2], iraps[iraps.len() - 1]);
+    client.send_json(&json!({"type": "RequestChunk", "irap_offset": this})).unwrap();
+    assert!(answers_are_frames(&mut client, 2));
+    let preloaded = settled();
+    client.send_json(&json!({"type": "RequestChunk", "irap_offset": next})).unwrap();
+    assert!(answers_are_frames(&mut client, 2));
+    assert_eq!(read(), preloaded, "the next chunk's bytes were already fetched");
+}
+
+fn answers_are_frames(client: &mut Client, count: usize) -> bool {
+    (0..count).all(|_| matches!(client.receive_answer().unwrap(), Answer::Frame { .. }))
+}

@@ -3,19 +3,22 @@
 //! the channel, so the header is read once per process and neighbouring
 //! frames reuse fetched bytes and decoder state.
 //!
-//! Decoding and JPEG encoding run on blocking worker threads; the decoder
-//! lock is held only while decoding, so encoding overlaps the next decode.
-//! Encoded frames go through the process-wide frame cache (single flight).
-//! Sequential access reads ahead to the end of the GOP and decodes the next
-//! few frames ahead of the requests.
+//! Decoding runs on the video's decode thread and JPEG encoding on blocking
+//! worker threads, so encoding overlaps the next decode. Encoded frames go
+//! through the process-wide frame cache (single flight). Sequential access
+//! reads ahead to the end of the GOP and prefetches the next few frames,
+//! below every requested frame.
 
 use crate::decode_thread::DecodeThread;
+use crate::encode_slots::EncodeSlots;
 use crate::frame_cache::{FrameCache, FrameKey};
 use crate::metrics::{Timer, DECODE_SECONDS, ENCODE_SECONDS, FETCH_SECONDS, FRAMES_DECODED};
 use crate::span_cache::SpanCache;
 use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
+use crate::urgency::Urgency;
 use bytes::Bytes;
 use media::{DecodeError, Player, Span, Threading, VideoIndex};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -45,6 +48,17 @@ pub enum OpenError {
     Refused(String),
 }
 
+impl OpenError {
+    /// Short machine-readable reason for protocol answers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpenError::Storage(storage) => storage.code(),
+            OpenError::NotVideo { .. } => "not_a_video",
+            OpenError::Refused(_) => "busy",
+        }
+    }
+}
+
 /// Decoded pictures a player keeps for neighbouring requests.
 const KEPT_PICTURE_BYTES: usize = 24 << 20;
 /// Fetched GOP bytes kept per video.
@@ -63,9 +77,8 @@ const PREFETCH_FRAMES: u32 = 4;
 pub struct Shared {
     /// Encoded frames of every video.
     pub frames: FrameCache,
-    /// JPEG encodes allowed at once. Decoding is the serial part of a video's
-    /// pipeline, so encodes get the cores the decoders leave.
-    pub encode_slots: tokio::sync::Semaphore,
+    /// JPEG encodes allowed at once, requested frames first.
+    pub encode_slots: EncodeSlots,
     pub threading: Threading,
 }
 
@@ -80,6 +93,8 @@ pub struct Channel {
     decoder: DecodeThread,
     /// Held across the read so concurrent requests of one GOP fetch it once.
     spans: tokio::sync::Mutex<SpanCache>,
+    /// Frames being prefetched, raised to urgent when a request joins one.
+    prefetching: Mutex<HashMap<FrameKey, Urgency>>,
     /// Presentation number of the last frame asked for, to detect playback.
     last_requested: Mutex<Option<u32>>,
     /// When a frame was last asked for (or the channel opened), for the idle timeout.
@@ -131,6 +146,7 @@ impl Channel {
             shared,
             decoder,
             spans: tokio::sync::Mutex::new(SpanCache::new(SPAN_CACHE_BYTES)),
+            prefetching: Mutex::new(HashMap::new()),
             last_requested: Mutex::new(None),
             last_used: Mutex::new(std::time::Instant::now()),
             index_document: std::sync::OnceLock::new(),
@@ -248,7 +264,11 @@ impl Channel {
         let read_ahead_to =
             read_ahead_to.filter(|&furthest| furthest > position).map(|furthest| self.past_furthest(furthest));
         let key = FrameKey { channel: self.id, position, quality };
-        let jpeg = self.shared.frames.get_or_load(key, self.produce(position, quality, read_ahead_to, cancel)).await?;
+        if let Some(prefetch) = self.prefetching.lock().expect("prefetch lock").get(&key) {
+            prefetch.raise(); // this request joins it below: it must not wait behind requests
+        }
+        let produce = self.produce(position, quality, read_ahead_to, cancel, Urgency::requested());
+        let jpeg = self.shared.frames.get_or_load(key, produce).await?;
         if sequential {
             self.prefetch_after(position, quality);
         }
@@ -267,6 +287,7 @@ impl Channel {
 
     /// Decodes and encodes the next few frames in presentation order in the
     /// background, so a player asking one frame at a time finds them ready.
+    /// They yield to requested frames on the decoder and the encode slots.
     fn prefetch_after(self: &Arc<Self>, position: u32, quality: u8) {
         let shown = self.index.sample(position).presentation;
         for ahead in 1..=PREFETCH_FRAMES {
@@ -275,11 +296,17 @@ impl Channel {
             if self.shared.frames.get(&key).is_some() {
                 continue;
             }
+            let urgency = Urgency::ahead();
+            match self.prefetching.lock().expect("prefetch lock").entry(key) {
+                std::collections::hash_map::Entry::Occupied(_) => continue,
+                std::collections::hash_map::Entry::Vacant(entry) => entry.insert(urgency.clone()),
+            };
             let channel = self.clone();
             tokio::spawn(async move {
                 let read_ahead_to = Some(channel.past_furthest(channel.gop_end(next)));
-                let _ =
-                    channel.shared.frames.get_or_load(key, channel.produce(next, quality, read_ahead_to, None)).await;
+                let produce = channel.produce(next, quality, read_ahead_to, None, urgency);
+                let _ = channel.shared.frames.get_or_load(key, produce).await;
+                channel.prefetching.lock().expect("prefetch lock").remove(&key);
             });
         }
     }
@@ -303,19 +330,22 @@ impl Channel {
         quality: u8,
         read_ahead_to: Option<u32>,
         cancel: Option<Arc<AtomicBool>>,
+        urgency: Urgency,
     ) -> Result<Bytes, FrameFailure> {
         let needed = Player::required_bytes(&self.index, position);
         let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
         let span = self.span_covering(needed, wanted_end).await?;
         let decode_timer = Timer::new(DECODE_SECONDS);
-        let picture = self.decoder.picture(position, span, cancel).await.map_err(|error| match error {
-            DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
-            DecodeError::Cancelled => FrameFailure::new("superseded", "a newer request in latest mode replaced it"),
-            DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
-        })?;
+        let picture =
+            self.decoder.picture(position, span, cancel, urgency.clone()).await.map_err(|error| match error {
+                DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
+                // Either a newer latest-mode request replaced it, or (a prefetch) a request needed the decoder.
+                DecodeError::Cancelled => FrameFailure::new("superseded", "a newer request in latest mode replaced it"),
+                DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
+            })?;
         drop(decode_timer);
         // Encodes wait their turn (in order) so they never crowd the decoders off the cores.
-        let _slot = self.shared.encode_slots.acquire().await.expect("the encode semaphore is never closed");
+        let _slot = self.shared.encode_slots.acquire(urgency).await;
         tokio::task::spawn_blocking(move || {
             let _timer = Timer::new(ENCODE_SECONDS);
             media::encode_jpeg(&picture, quality)

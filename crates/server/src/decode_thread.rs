@@ -1,23 +1,55 @@
-//! A video's decoder on a thread of its own. Jobs are served strictly in
-//! arrival order by one long-lived thread: decode order is deterministic,
-//! the decoder's state stays in one core's caches, and no async worker is
-//! ever blocked by libavcodec. The thread ends when the channel is dropped.
+//! A video's decoder on a thread of its own. One long-lived thread per video
+//! keeps decode order deterministic, the decoder's state in one core's
+//! caches, and libavcodec off the async workers.
+//!
+//! Jobs wait in one queue; urgent ones (a client waits, see `urgency.rs`) go
+//! before work ahead of need, each kind in arrival order. A prefetch being
+//! decoded when urgent work arrives stops at the next sample (the decoder
+//! stays positioned) so the request waits at most one sample's decode.
+//! The thread ends when the `DecodeThread` is dropped.
 
+use crate::urgency::Urgency;
 use media::{DecodeError, Picture, Player, Span, VideoIndex};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::oneshot;
 
 struct Job {
     position: u32,
     span: Span,
     cancel: Option<Arc<AtomicBool>>,
+    urgency: Urgency,
     reply: oneshot::Sender<Result<Picture, DecodeError>>,
 }
 
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    stopped: bool,
+}
+
+impl Queue {
+    /// The first urgent job, else the oldest; jobs nobody waits for any more are dropped.
+    fn next(&mut self) -> Option<Job> {
+        self.jobs.retain(|job| !job.reply.is_closed());
+        let index = self.jobs.iter().position(|job| job.urgency.is_urgent()).unwrap_or(0);
+        self.jobs.remove(index)
+    }
+
+    fn urgent_waiting(&self) -> bool {
+        self.jobs.iter().any(|job| job.urgency.is_urgent() && !job.reply.is_closed())
+    }
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: Mutex<Queue>,
+    arrived: Condvar,
+}
+
 pub struct DecodeThread {
-    jobs: mpsc::Sender<Job>,
+    jobs: Arc<Jobs>,
 }
 
 impl DecodeThread {
@@ -28,14 +60,15 @@ impl DecodeThread {
         mut player: Player,
         on_decoded: impl Fn(u64) + Send + 'static,
     ) -> std::io::Result<Self> {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let jobs = Arc::new(Jobs::default());
+        let queue = jobs.clone();
         std::thread::Builder::new().name(name).spawn(move || {
-            for job in queue {
-                if job.reply.is_closed() {
-                    continue; // the requester gave up (disconnected): skip the work
-                }
+            while let Some(job) = queue.wait_for_job() {
                 let before = player.pictures_decoded();
-                let cancelled = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
+                let cancelled = || {
+                    job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed))
+                        || (!job.urgency.is_urgent() && queue.queue.lock().expect("decode queue").urgent_waiting())
+                };
                 let result = player.picture(&index, job.position, &job.span, &cancelled);
                 on_decoded(player.pictures_decoded() - before);
                 let _ = job.reply.send(result);
@@ -44,18 +77,155 @@ impl DecodeThread {
         Ok(Self { jobs })
     }
 
-    /// Decodes the sample at `position` from `span`; setting `cancel` stops
-    /// the decode at the next sample boundary.
-    pub async fn picture(
+    /// Decodes the sample at `position` from `span`. The job is queued by
+    /// this call, before the returned future is first polled. Setting
+    /// `cancel` stops the decode at the next sample boundary (`Cancelled`);
+    /// so does urgent work arriving while this is not urgent.
+    pub fn picture(
         &self,
         position: u32,
         span: Span,
         cancel: Option<Arc<AtomicBool>>,
-    ) -> Result<Picture, DecodeError> {
+        urgency: Urgency,
+    ) -> impl std::future::Future<Output = Result<Picture, DecodeError>> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { position, span, cancel, reply })
-            .map_err(|_| DecodeError::Failed(anyhow::anyhow!("the decoder thread has stopped")))?;
-        answer.await.map_err(|_| DecodeError::Failed(anyhow::anyhow!("the decoder thread stopped while decoding")))?
+        self.jobs.queue.lock().expect("decode queue").jobs.push_back(Job { position, span, cancel, urgency, reply });
+        self.jobs.arrived.notify_one();
+        async move {
+            answer
+                .await
+                .map_err(|_| DecodeError::Failed(anyhow::anyhow!("the decoder thread stopped before decoding")))?
+        }
+    }
+}
+
+impl Jobs {
+    /// Blocks until there is a job; `None` once the channel is gone.
+    fn wait_for_job(&self) -> Option<Job> {
+        let mut queue = self.queue.lock().expect("decode queue");
+        loop {
+            if let Some(job) = queue.next() {
+                return Some(job);
+            }
+            if queue.stopped {
+                return None;
+            }
+            queue = self.arrived.wait(queue).expect("decode queue");
+        }
+    }
+}
+
+impl Drop for DecodeThread {
+    fn drop(&mut self) {
+        self.jobs.queue.lock().expect("decode queue").stopped = true;
+        self.jobs.arrived.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media::source::FileSource;
+    use media::Threading;
+    use std::time::Duration;
+
+    /// A decode thread over a whole file held in memory.
+    fn open(path: &std::path::Path) -> (DecodeThread, Arc<VideoIndex>, Span) {
+        let index = Arc::new(media::probe::index(&FileSource::open(path).unwrap()).unwrap());
+        let player = Player::new(&index, Threading::Single, 24 << 20).unwrap();
+        let span = Span::new(0, std::fs::read(path).unwrap().into());
+        (DecodeThread::start("decode-test".into(), index.clone(), player, |_| {}).unwrap(), index, span)
+    }
+
+    /// Decode positions of the last sample of each GOP, last GOP first: every
+    /// one of them needs a decode from its IRAP.
+    fn gop_ends_backwards(index: &VideoIndex) -> Vec<u32> {
+        let samples = &index.samples;
+        let mut ends: Vec<u32> = (1..samples.len()).filter(|&i| samples[i].keyframe).map(|i| i as u32 - 1).collect();
+        ends.push(samples.len() as u32 - 1);
+        ends.reverse();
+        ends
+    }
+
+    fn video_with_long_decodes() -> std::path::PathBuf {
+        let shared = testkit::fixtures::shared().unwrap();
+        match shared.into_iter().find(|fixture| fixture.name == "bbb1080-frag.mp4") {
+            Some(fixture) => fixture.path,
+            None => testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap().path,
+        }
+    }
+
+    #[tokio::test]
+    async fn requested_work_goes_before_work_ahead() {
+        let (decoder, index, span) = open(&video_with_long_decodes());
+        let ahead = gop_ends_backwards(&index);
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        let mut answers = Vec::new();
+        for &position in &ahead {
+            let answer = decoder.picture(position, span.clone(), None, Urgency::ahead());
+            let done = done.clone();
+            answers.push(tokio::spawn(async move { done.send(("ahead", answer.await.is_ok())) }));
+        }
+        let requested = decoder.picture(0, span.clone(), None, Urgency::requested());
+        answers.push(tokio::spawn(async move { done.send(("requested", requested.await.is_ok())) }));
+        for answer in answers {
+            answer.await.unwrap().unwrap();
+        }
+        let mut order = Vec::new();
+        while let Ok(entry) = finished.try_recv() {
+            order.push(entry);
+        }
+        let requested_at = order.iter().position(|(kind, _)| *kind == "requested").unwrap();
+        assert!(order[requested_at].1, "the requested frame decodes");
+        // Only the job already on the decoder when the request came may finish first.
+        assert!(requested_at <= 1, "requested frame finished after {requested_at} of {} prefetches", ahead.len());
+    }
+
+    #[tokio::test]
+    async fn raised_work_overtakes_older_work_ahead() {
+        let (decoder, index, span) = open(&video_with_long_decodes());
+        let ahead = gop_ends_backwards(&index);
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        let joined = Urgency::ahead();
+        let mut answers = Vec::new();
+        for (n, &position) in ahead.iter().enumerate() {
+            let last = n + 1 == ahead.len();
+            let urgency = if last { joined.clone() } else { Urgency::ahead() };
+            let answer = decoder.picture(position, span.clone(), None, urgency);
+            let done = done.clone();
+            answers.push(tokio::spawn(async move { done.send((last, answer.await.is_ok())) }));
+        }
+        joined.raise(); // a request joined the newest prefetch
+        for answer in answers {
+            answer.await.unwrap().unwrap();
+        }
+        let mut order = Vec::new();
+        while let Ok(entry) = finished.try_recv() {
+            order.push(entry);
+        }
+        let raised_at = order.iter().position(|(last, _)| *last).unwrap();
+        assert!(order[raised_at].1);
+        assert!(raised_at <= 1, "raised work finished after {raised_at} older prefetches");
+    }
+
+    #[tokio::test]
+    async fn running_work_ahead_stops_for_a_request() {
+        let Some(video) = testkit::fixtures::shared().unwrap().into_iter().find(|f| f.name == "bbb1080-frag.mp4")
+        else {
+            eprintln!("note: needs ../shared/media (a 1080p GOP decode is long enough to interrupt)");
+            return;
+        };
+        let (decoder, index, span) = open(&video.path);
+        let gop_end = gop_ends_backwards(&index)[1];
+        let prefetch = decoder.picture(gop_end, span.clone(), None, Urgency::ahead());
+        // A 25-picture 1080p decode takes well over 100 ms; let it start.
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        let requested = decoder.picture(0, span.clone(), None, Urgency::requested());
+        assert!(matches!(prefetch.await, Err(DecodeError::Cancelled)), "the prefetch yields the decoder");
+        let picture = requested.await.expect("the request is served");
+        assert_eq!(picture.pts(), Some(index.sample(0).pts));
+        // The interrupted frame can still be decoded afterwards.
+        let again = decoder.picture(gop_end, span, None, Urgency::ahead()).await.expect("decodes later");
+        assert_eq!(again.pts(), Some(index.sample(gop_end).pts));
     }
 }

@@ -9,6 +9,7 @@ pub mod channel;
 pub mod channels;
 pub mod config;
 pub mod decode_thread;
+pub mod encode_slots;
 pub mod frame_cache;
 pub mod index_document;
 pub mod metrics;
@@ -18,6 +19,8 @@ pub mod scheduler;
 pub mod session;
 pub mod span_cache;
 pub mod storage;
+pub mod urgency;
+pub mod web;
 
 use anyhow::Context;
 use channels::Channels;
@@ -47,7 +50,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             storage.clone(),
             channel::Shared {
                 frames: frame_cache::FrameCache::new(args.cache_bytes),
-                encode_slots: tokio::sync::Semaphore::new(args.encode_threads()),
+                encode_slots: encode_slots::EncodeSlots::new(args.encode_threads()),
                 threading: args.decoder_threading.0,
             },
             args.max_open_videos,

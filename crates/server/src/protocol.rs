@@ -48,6 +48,9 @@ pub struct FrameRequest {
     /// The frame's byte offset, or why the entry is unusable.
     pub offset: Result<u64, String>,
     pub irap_offset: Option<u64>,
+    /// The video this frame is of (extension: several clips on one
+    /// session); the session's current video when absent.
+    pub video: Option<String>,
 }
 
 impl FrameRequest {
@@ -96,6 +99,7 @@ fn parse_request_frames(value: &Value) -> Result<Command, String> {
         return Err("invalid RequestFrames: \"frames\" must be an array".into());
     };
     let shared_irap = optional_offset(value.get("irap_offset"), "irap_offset");
+    let shared_video = optional_video(value.get("video"));
     let request_id = value.get("id").filter(|id| !id.is_null()).cloned();
     let frames = entries
         .iter()
@@ -106,17 +110,32 @@ fn parse_request_frames(value: &Value) -> Result<Command, String> {
                 Some(v) => v.as_u64().ok_or_else(|| format!("\"offset\" must be a non-negative integer, not {v}")),
                 None => Err("the frame has no \"offset\"".to_string()),
             };
-            let irap = optional_offset(entry.get("irap_offset"), "irap_offset");
-            let (offset, irap_offset) = match (offset, irap, &shared_irap) {
-                (Err(e), _, _) | (_, Err(e), _) => (Err(e), None),
-                (Ok(_), Ok(None), Err(e)) => (Err(e.clone()), None),
-                (Ok(offset), Ok(own), Ok(shared)) => (Ok(offset), own.or(*shared)),
-                (Ok(offset), Ok(own), Err(_)) => (Ok(offset), own),
+            let irap = inherit(optional_offset(entry.get("irap_offset"), "irap_offset"), &shared_irap);
+            let video = inherit(optional_video(entry.get("video")), &shared_video);
+            let (offset, irap_offset, video) = match (offset, irap, video) {
+                (Ok(offset), Ok(irap_offset), Ok(video)) => (Ok(offset), irap_offset, video),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => (Err(e), None, None),
             };
-            FrameRequest { label, request_id: request_id.clone(), offset, irap_offset }
+            FrameRequest { label, request_id: request_id.clone(), offset, irap_offset, video }
         })
         .collect();
     Ok(Command::RequestFrames { frames, mode: mode_of(value) })
+}
+
+/// A frame's own value of a field, else the request's.
+fn inherit<T: Clone>(own: Result<Option<T>, String>, shared: &Result<Option<T>, String>) -> Result<Option<T>, String> {
+    match own? {
+        Some(value) => Ok(Some(value)),
+        None => shared.clone(),
+    }
+}
+
+fn optional_video(value: Option<&Value>) -> Result<Option<String>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(path)) => Ok(Some(path.clone())),
+        Some(other) => Err(format!("\"video\" must be a path string, not {other}")),
+    }
 }
 
 fn mode_of(value: &Value) -> Option<String> {
@@ -173,6 +192,9 @@ pub enum Reply {
         size: usize,
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<Value>,
+        /// The frame's video when the request named one (extension).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        video: Option<String>,
     },
     FrameError {
         index: Value,
@@ -181,6 +203,8 @@ pub enum Reply {
         message: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        video: Option<String>,
     },
     Error {
         message: String,
@@ -244,11 +268,29 @@ mod tests {
         let text = r#"{"type":"RequestFrames","id":"r7","frames":[{"offset":5}]}"#;
         let Command::RequestFrames { frames, .. } = parse(text).unwrap() else { panic!() };
         assert_eq!(frames[0].request_id, Some(Value::from("r7")));
-        let reply =
-            Reply::Frame { index: Value::from(0), offset: 5, size: 9, request_id: frames[0].request_id.clone() };
+        let request_id = frames[0].request_id.clone();
+        let reply = Reply::Frame { index: Value::from(0), offset: 5, size: 9, request_id, video: None };
         assert_eq!(reply.to_text(), r#"{"type":"Frame","index":0,"offset":5,"size":9,"request_id":"r7"}"#);
-        let stage1 = Reply::Frame { index: Value::from(0), offset: 5, size: 9, request_id: None };
+        let stage1 = Reply::Frame { index: Value::from(0), offset: 5, size: 9, request_id: None, video: None };
         assert_eq!(stage1.to_text(), r#"{"type":"Frame","index":0,"offset":5,"size":9}"#);
+    }
+
+    #[test]
+    fn frames_name_their_video_or_inherit_the_request_s() {
+        let text = r#"{"type":"RequestFrames","video":"a.mp4",
+            "frames":[{"offset":1},{"offset":2,"video":"b.mp4"},{"offset":3,"video":7}]}"#;
+        let Command::RequestFrames { frames, .. } = parse(text).unwrap() else { panic!() };
+        assert_eq!(frames[0].video.as_deref(), Some("a.mp4"));
+        assert_eq!(frames[1].video.as_deref(), Some("b.mp4"));
+        assert!(frames[2].offset.as_ref().unwrap_err().contains("video"));
+        let reply = Reply::Frame {
+            index: Value::from(0),
+            offset: 2,
+            size: 9,
+            request_id: None,
+            video: frames[1].video.clone(),
+        };
+        assert_eq!(reply.to_text(), r#"{"type":"Frame","index":0,"offset":2,"size":9,"video":"b.mp4"}"#);
     }
 
     #[test]

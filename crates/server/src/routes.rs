@@ -1,4 +1,4 @@
-//! HTTP surface: health probes, the WebSocket upgrade, the video listing,
+//! HTTP surface: the web client, health probes, the WebSocket upgrade, the video listing,
 //! the frame index, single frames as JPEG and Prometheus metrics.
 
 use crate::channel::{FrameFailure, OpenError};
@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
+        .route("/", get(crate::web::page))
+        .route("/web/{*path}", get(crate::web::file))
         .route("/health", get(|| async { "ok" }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ready" }))
@@ -45,12 +47,7 @@ impl From<OpenError> for ApiError {
             OpenError::NotVideo { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             OpenError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
-        let code = match &error {
-            OpenError::Storage(storage) => storage.code(),
-            OpenError::NotVideo { .. } => "not_a_video",
-            OpenError::Refused(_) => "busy",
-        };
-        ApiError(status, code, error.to_string())
+        ApiError(status, error.code(), error.to_string())
     }
 }
 

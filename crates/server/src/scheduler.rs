@@ -106,7 +106,13 @@ mod tests {
         labels
             .iter()
             .map(|&label| Job {
-                frame: FrameRequest { label: Value::from(label), request_id: None, offset: Ok(0), irap_offset: None },
+                frame: FrameRequest {
+                    label: Value::from(label),
+                    request_id: None,
+                    offset: Ok(0),
+                    irap_offset: None,
+                    video: None,
+                },
                 target: Err(FrameFailure::new("no_video", "test")),
                 read_ahead_to: None,
                 mode: Mode::Fifo,

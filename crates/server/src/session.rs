@@ -34,9 +34,11 @@ enum Outgoing {
 /// the next frame while earlier ones are encoded. Answers leave in the order
 /// the frames were taken from the queue.
 const PIPELINE_DEPTH: usize = 8;
-/// In `latest` mode only one frame is in flight, so the newest position
-/// never waits behind positions the user has already moved past.
-const LATEST_DEPTH: usize = 1;
+/// In `latest` mode a newer request stops the frames in flight, so the
+/// newest position never waits behind positions the user has moved past;
+/// a few may be in flight so a grid's clips (one frame each, one decoder
+/// per video) decode side by side.
+const LATEST_DEPTH: usize = 4;
 
 /// Counts open sessions; dropping it frees the slot.
 pub struct SessionSlot(Arc<AtomicUsize>);
@@ -130,7 +132,10 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
             Ok(Command::RequestChunk { irap_offset, request_id, mode }) => match video.as_ref() {
                 None => send(&out, Reply::Error { message: "no video is set: send SetVideo first".into() }).await,
                 Some(channel) => match chunk_frames(channel, irap_offset, request_id, &chunks) {
-                    Ok(frames) => request_frames(frames, mode.as_deref(), video.as_ref(), &state, &shared, &out).await,
+                    Ok(frames) => {
+                        preload_next_chunk(channel, irap_offset, &chunks);
+                        request_frames(frames, mode.as_deref(), video.as_ref(), &state, &shared, &out).await
+                    }
                     Err(message) => send(&out, Reply::Error { message }).await,
                 },
             },
@@ -194,11 +199,7 @@ fn register_chunks(
             continue;
         }
         if preload.len() < PRELOADED_CHUNKS {
-            let positions = match &spec.frames {
-                Some(offsets) => offsets.iter().filter_map(|&offset| channel.index.position_at(offset)).collect(),
-                None => channel.section(irap),
-            };
-            preload.push(positions);
+            preload.push(chunk_positions(channel, irap, spec.frames.as_deref()));
         }
         chunks.insert(spec.irap_offset, spec.frames);
     }
@@ -212,6 +213,31 @@ fn register_chunks(
         });
     }
     Reply::ChunksRegistered { registered: chunks.len(), rejected }
+}
+
+/// Decode positions of a registered section's frames (all of its GOP when
+/// no frames were listed).
+fn chunk_positions(channel: &Channel, irap: u32, frames: Option<&[u64]>) -> Vec<u32> {
+    match frames {
+        Some(offsets) => offsets.iter().filter_map(|&offset| channel.index.position_at(offset)).collect(),
+        None => channel.section(irap),
+    }
+}
+
+/// Fetches the bytes of the registered section after `irap_offset` in the
+/// background, so a client going through its chunks in order finds the next
+/// one's bytes loaded while this one decodes.
+fn preload_next_chunk(channel: &Arc<Channel>, irap_offset: u64, chunks: &HashMap<u64, Option<Vec<u64>>>) {
+    let Some((&next, frames)) = chunks.iter().filter(|(&offset, _)| offset > irap_offset).min_by_key(|(&o, _)| o)
+    else {
+        return;
+    };
+    let Some(irap) = channel.index.position_at(next) else { return };
+    let positions = chunk_positions(channel, irap, frames.as_deref());
+    let channel = channel.clone();
+    tokio::spawn(async move {
+        let _ = channel.preload(&positions).await; // a request for it reports storage errors
+    });
 }
 
 /// The frames of an IRAP section as a request: the registered ones, or the
@@ -241,6 +267,7 @@ fn chunk_frames(
                 request_id: request_id.clone(),
                 offset: Ok(offset),
                 irap_offset: Some(irap_offset),
+                video: None,
             }
         })
         .collect())
@@ -268,7 +295,8 @@ async fn request_frames(
     let over_request = frames.split_off(frames.len().min(limits.max_frames_per_request));
     let room = limits.max_queued_frames.saturating_sub(shared.queue().len());
     let over_queue = frames.split_off(frames.len().min(room));
-    let jobs = jobs_for(frames, video, mode);
+    let channels = channels_for(&frames, video, state).await;
+    let jobs = jobs_for(frames, channels, mode);
     if mode == Mode::Latest {
         // The position being decoded is one the user has left: stop it at the
         // next sample (the decoder stays positioned; nothing decoded is lost).
@@ -291,34 +319,58 @@ async fn request_frames(
         && answer_each(refusals, out).await
 }
 
-/// Resolves a request's frames against the session's video and works out
-/// how far each one's read should reach: the furthest frame of the same
-/// GOP this request wants.
-fn jobs_for(frames: Vec<FrameRequest>, video: Option<&Arc<Channel>>, mode: Mode) -> Vec<Job> {
-    let targets: Vec<Result<u32, FrameFailure>> = frames
+/// The video of each frame: the one it names (opened now if needed, each
+/// named video once per request), else the session's current video.
+async fn channels_for(
+    frames: &[FrameRequest],
+    current: Option<&Arc<Channel>>,
+    state: &AppState,
+) -> Vec<Result<Arc<Channel>, FrameFailure>> {
+    let mut named: HashMap<&str, Result<Arc<Channel>, FrameFailure>> = HashMap::new();
+    let mut channels = Vec::with_capacity(frames.len());
+    for frame in frames {
+        let channel = match frame.video.as_deref() {
+            None => {
+                current.cloned().ok_or_else(|| FrameFailure::new("no_video", "no video is set: send SetVideo first"))
+            }
+            Some(path) => {
+                if !named.contains_key(path) {
+                    let opened = state.channels.open(path).await;
+                    named.insert(path, opened.map_err(|error| FrameFailure::new(error.code(), error.to_string())));
+                }
+                named[path].clone()
+            }
+        };
+        channels.push(channel);
+    }
+    channels
+}
+
+/// Resolves a request's frames against their videos and works out how far
+/// each one's read should reach: the furthest frame of the same GOP this
+/// request wants.
+fn jobs_for(frames: Vec<FrameRequest>, channels: Vec<Result<Arc<Channel>, FrameFailure>>, mode: Mode) -> Vec<Job> {
+    let targets: Vec<Result<(Arc<Channel>, u32), FrameFailure>> = frames
         .iter()
-        .map(|frame| {
-            let channel = video.ok_or_else(|| FrameFailure::new("no_video", "no video is set: send SetVideo first"))?;
+        .zip(channels)
+        .map(|(frame, channel)| {
+            let channel = channel?;
             let offset = frame.offset.clone().map_err(|reason| FrameFailure::new("invalid_request", reason))?;
-            channel.resolve(offset, frame.irap_offset)
+            let position = channel.resolve(offset, frame.irap_offset)?;
+            Ok((channel, position))
         })
         .collect();
-    let mut furthest: HashMap<u32, u32> = HashMap::new();
-    if let Some(channel) = video {
-        for &position in targets.iter().flatten() {
-            let irap = channel.index.sample(position).irap;
-            furthest.entry(irap).and_modify(|far| *far = (*far).max(position)).or_insert(position);
-        }
+    let gop_of = |channel: &Channel, position: u32| (channel.id, channel.index.sample(position).irap);
+    let mut furthest: HashMap<(u64, u32), u32> = HashMap::new();
+    for (channel, position) in targets.iter().flatten() {
+        let far = furthest.entry(gop_of(channel, *position)).or_insert(*position);
+        *far = (*far).max(*position);
     }
     frames
         .into_iter()
         .zip(targets)
         .map(|(frame, target)| {
-            let read_ahead_to = match (video, &target) {
-                (Some(channel), Ok(position)) => Some(furthest[&channel.index.sample(*position).irap]),
-                _ => None,
-            };
-            let target = target.map(|position| (video.expect("resolved frames have a video").clone(), position));
+            let read_ahead_to = target.as_ref().ok().map(|(channel, position)| furthest[&gop_of(channel, *position)]);
             Job { frame, target, read_ahead_to, mode, cancel: Arc::default() }
         })
         .collect()
@@ -380,6 +432,7 @@ async fn deliver(frame: &FrameRequest, answer: Result<Bytes, FrameFailure>, out:
                 offset: frame.echoed_offset(),
                 size: jpeg.len(),
                 request_id: frame.request_id.clone(),
+                video: frame.video.clone(),
             };
             out.send(Outgoing::Frame { header: header.to_text(), jpeg }).await.is_ok()
         }
@@ -411,6 +464,7 @@ fn frame_error(frame: &FrameRequest, failure: FrameFailure) -> Reply {
         error: failure.code,
         message: failure.message,
         request_id: frame.request_id.clone(),
+        video: frame.video.clone(),
     }
 }
 

@@ -46,7 +46,8 @@ fn log_file(name: &str, port: u16) -> Result<(PathBuf, std::fs::File)> {
     let dir = crate::workspace_root().join("target/test-logs");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{name}-{port}.log"));
-    let file = std::fs::File::create(&path)?;
+    // Appended: a server restarted on the same port keeps the earlier run's lines.
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
     Ok((path, file))
 }
 
@@ -67,7 +68,11 @@ fn wait_until_listening(running: &mut Running, what: &str) -> Result<()> {
 
 /// Starts the server binary with `args` (plus `--listen-addr`) and waits for it.
 pub fn start_server(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Running> {
-    let port = free_port();
+    start_server_on(free_port(), binary, args, env)
+}
+
+/// Like `start_server`, on a given port (to restart a server where clients expect it).
+pub fn start_server_on(port: u16, binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Running> {
     let (log, file) = log_file("server", port)?;
     let child = Command::new(binary)
         .args(["serve", "--listen-addr", &format!("127.0.0.1:{port}")])

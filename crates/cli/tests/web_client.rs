@@ -1,0 +1,110 @@
+//! The web client in a real browser: Debian's headless Chromium driven by
+//! Playwright (`web/tests/browser.mjs`) against the real server. The script
+//! opens, steps, scrubs, plays, shows a grid, survives a server restart and
+//! shows errors; this test restarts the server when asked and compares every
+//! canvas the script saved with FFmpeg's decode of that frame.
+
+mod common;
+
+use common::{binary, scratch_dir, stock, MIN_PSNR};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use testkit::image::{box_downscale, check_frame, factor_for};
+
+/// What the browser test needs, or why it cannot run here.
+fn browser_tools() -> Result<(), String> {
+    let scripts = testkit::workspace_root().join("web/tests");
+    if !scripts.join("node_modules/playwright-core").is_dir() {
+        return Err("web/tests/node_modules is missing: run `npm ci --prefix web/tests` (scripts/test does)".into());
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Err("node is not installed (scripts/test installs nodejs)".into());
+    }
+    if !Path::new(&std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into())).exists() {
+        return Err("chromium is not installed (scripts/test installs Debian's chromium)".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {
+    if let Err(reason) = browser_tools() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the browser test: {reason}");
+        eprintln!("note: browser test skipped: {reason}");
+        return;
+    }
+    let shared = testkit::fixtures::shared().unwrap();
+    let pick = |name: &str| shared.iter().find(|f| f.name == name).cloned();
+    let (Some(first), Some(second)) = (pick("bbb720-frag.mp4"), pick("bbb1080-frag.mp4")) else {
+        eprintln!("note: browser test needs ../shared/media");
+        return;
+    };
+    let root = scratch_dir("web-client");
+    stock(&root, &[first.clone(), second.clone()]);
+    let server_args = ["--local-path", root.to_str().unwrap()];
+    let server = testkit::processes::start_server(&binary(), &server_args, &[]).unwrap();
+    let (port, base_url) = (server.port, server.base_url());
+    let mut server = Some(server);
+    let out = testkit::workspace_root().join("target/test-artifacts/web-client");
+    let _ = std::fs::remove_dir_all(&out);
+
+    let mut script = Command::new("node")
+        .current_dir(testkit::workspace_root().join("web/tests"))
+        .arg("browser.mjs")
+        .arg(&base_url)
+        .args(["videos/bbb720-frag.mp4", "videos/bbb1080-frag.mp4"])
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut to_script = script.stdin.take().unwrap();
+    let mut captures = Vec::new();
+    let mut done = false;
+    for line in BufReader::new(script.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
+        if event.get("capture").is_some() {
+            captures.push(event);
+        } else if event["restart"] == "now" {
+            server = None; // killed: the page sees its connection drop
+        } else if event["waiting"] == "server" {
+            server = Some(testkit::processes::start_server_on(port, &binary(), &server_args, &[]).unwrap());
+            writeln!(to_script, "restarted").unwrap();
+        } else if event["done"] == true {
+            done = true;
+        }
+    }
+    let finished = script.wait_with_output().unwrap();
+    assert!(
+        done && finished.status.success(),
+        "the browser script failed: {}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    assert!(out.join("web-client.png").is_file(), "a screenshot is saved");
+    drop(server);
+
+    let reference_of = |fixture: &testkit::fixtures::Fixture, width: usize| {
+        let factor = factor_for(width);
+        (factor, testkit::reference::frames(&fixture.path, factor).unwrap())
+    };
+    let (first_factor, first_reference) = reference_of(&first, 1280);
+    let (second_factor, second_reference) = reference_of(&second, 1920);
+    assert!(captures.len() >= 7, "captures: {captures:?}");
+    for capture in &captures {
+        let (width, height) =
+            (capture["width"].as_u64().unwrap() as usize, capture["height"].as_u64().unwrap() as usize);
+        let frame = capture["frame"].as_u64().unwrap() as usize;
+        let rgba = std::fs::read(capture["file"].as_str().unwrap()).unwrap();
+        let rgb: Vec<u8> = rgba.chunks_exact(4).flat_map(|pixel| [pixel[0], pixel[1], pixel[2]]).collect();
+        let (factor, reference) =
+            if capture["clip"] == 1 { (second_factor, &second_reference) } else { (first_factor, &first_reference) };
+        let small = box_downscale(&rgb, width, height, factor);
+        if let Err(reason) = check_frame(&small, reference, frame, MIN_PSNR) {
+            panic!("canvas of step {}: {reason}", capture["capture"]);
+        }
+    }
+}

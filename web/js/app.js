@@ -1,0 +1,485 @@
+// The page: opens videos from the URL or the picker, keeps the position,
+// asks the server for frames (latest-first while scrubbing or stepping, a
+// window ahead while playing), draws them and keeps the URL, the overlay
+// and the error banner up to date. Several clips share one WebSocket and
+// one position (kept in sync by time).
+
+import { Connection } from './connection.js';
+import { Clip, formatTime } from './clip.js';
+import { Timeline } from './timeline.js';
+import { Stats, formatBytes } from './stats.js';
+
+const MAX_CLIPS = 4;
+/// Decoded pictures held ahead while playing, at most this many bytes.
+const PLAY_BUFFER_BYTES = 256e6;
+const SPEEDS = [0.25, 0.5, 1, 1.5, 2, 4];
+
+const $ = (selector) => document.querySelector(selector);
+
+class App {
+  constructor() {
+    this.clips = [];
+    this.position = 0;
+    this.seq = 0;
+    this.sentAt = new Map();
+    this.playing = false;
+    this.playGeneration = 0;
+    this.playBuffer = new Map(); // frame number of the first clip -> pictures, one per clip
+    this.playRequested = new Set();
+    this.nextDue = 0;
+    this.stalled = false;
+    this.loop = true;
+    this.rate = null; // frames per second; null: the video's own
+    this.speed = 1;
+    this.pendingScrub = null;
+    this.lastUrlUpdate = 0;
+    this.stats = new Stats();
+    this.timeline = new Timeline($('#timeline'), (frame, dragging) => this.scrub(frame, dragging));
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    this.connection = new Connection(`${scheme}//${location.host}/ws`, {
+      onstate: (state, detail) => this.connectionChanged(state, detail),
+      onframe: (header, jpeg) => this.frameArrived(header, jpeg),
+      onframeerror: (message) => this.frameFailed(message),
+      onerror: (message) => this.showError(`server: ${message}`),
+    });
+    this.bindControls();
+    this.bindKeys();
+    this.loadPicker('');
+    const params = new URLSearchParams(location.search);
+    const videos = params.getAll('video').filter(Boolean).slice(0, MAX_CLIPS);
+    const frame = Number.parseInt(params.get('frame') ?? '0', 10);
+    if (videos.length) this.open(videos, Number.isFinite(frame) ? frame : 0);
+    else this.showEmpty(true);
+    setInterval(() => this.renderOverlay(), 500);
+    requestAnimationFrame((now) => this.tick(now));
+  }
+
+  // ---- videos ----
+
+  async open(paths, frame = 0) {
+    this.pause();
+    this.hideError();
+    const stage = $('#clips');
+    stage.replaceChildren();
+    this.clips = [];
+    const loaded = await Promise.all(
+      paths.map(async (path) => {
+        const element = $('#clip-template').content.firstElementChild.cloneNode(true);
+        try {
+          return await Clip.load(path, element);
+        } catch (error) {
+          this.showError(`Cannot open ${path}: ${error.message}`);
+          return null;
+        }
+      }),
+    );
+    this.clips = loaded.filter(Boolean);
+    for (const clip of this.clips) {
+      stage.append(clip.element);
+      clip.element.querySelector('.remove').onclick = () =>
+        this.open(this.clips.filter((other) => other !== clip).map((other) => other.path), this.position);
+    }
+    stage.dataset.count = String(this.clips.length);
+    document.body.classList.toggle('grid', this.clips.length > 1);
+    this.showEmpty(this.clips.length === 0);
+    if (!this.clips.length) {
+      this.updateUrl(true);
+      return;
+    }
+    const first = this.clips[0];
+    this.timeline.setVideo(first.frameCount, first.keyframes);
+    $('#frame-input').max = String(first.frameCount - 1);
+    this.show(Math.min(Math.max(frame, 0), first.frameCount - 1));
+    this.updateUrl(true);
+    this.markPicker();
+  }
+
+  addClip(path) {
+    const paths = this.clips.map((clip) => clip.path);
+    if (paths.includes(path)) return;
+    if (paths.length >= MAX_CLIPS) {
+      this.showError(`A grid shows at most ${MAX_CLIPS} videos; remove one first.`);
+      return;
+    }
+    this.open([...paths, path], this.position);
+  }
+
+  /// The frame of clip `i` shown at the first clip's frame `n` (same time).
+  frameOf(i, n) {
+    if (i === 0) return n;
+    return this.clips[i].frameAt(this.clips[0].frames[n].time);
+  }
+
+  // ---- still frames: open, step, scrub ----
+
+  /// Moves to frame `n` of the first clip and asks for the pictures, newest first.
+  show(n) {
+    if (!this.clips.length) return;
+    this.position = n;
+    this.timeline.setPosition(n);
+    this.renderPosition();
+    const seq = ++this.seq;
+    const frames = this.clips.map((clip, i) => {
+      const frame = this.frameOf(i, n);
+      return clip.request(frame, { c: i, n: frame, s: seq });
+    });
+    this.sentAt.set(seq, performance.now());
+    this.connection.send({ type: 'RequestFrames', mode: 'latest', id: seq, frames });
+    this.updateUrl(false);
+  }
+
+  step(delta) {
+    if (!this.clips.length) return;
+    this.pause();
+    const last = this.clips[0].frameCount - 1;
+    this.show(Math.min(Math.max(this.position + delta, 0), last));
+  }
+
+  jumpKeyframe(direction) {
+    if (!this.clips.length) return;
+    this.pause();
+    const clip = this.clips[0];
+    this.show(direction < 0 ? clip.previousKeyframe(this.position) : clip.nextKeyframe(this.position));
+  }
+
+  scrub(frame, dragging) {
+    if (!this.clips.length) return;
+    this.pause();
+    // One request per animation frame at most while dragging.
+    this.pendingScrub = frame;
+    this.timeline.setPosition(frame);
+    if (!dragging) {
+      this.pendingScrub = null;
+      this.show(frame);
+      this.updateUrl(true);
+    }
+  }
+
+  // ---- playing ----
+
+  togglePlay() {
+    if (this.playing) this.pause();
+    else this.play();
+  }
+
+  play() {
+    if (!this.clips.length) return;
+    const last = this.clips[0].frameCount - 1;
+    if (this.position >= last && !this.loop) this.show(0);
+    this.playing = true;
+    this.playGeneration += 1;
+    this.nextDue = performance.now();
+    this.renderPlayButton();
+    this.requestAhead();
+  }
+
+  pause() {
+    if (!this.playing) return;
+    this.playing = false;
+    this.playGeneration += 1;
+    for (const pictures of this.playBuffer.values()) for (const entry of pictures) entry?.bitmap.close();
+    this.playBuffer.clear();
+    this.playRequested.clear();
+    this.stalled = false;
+    this.renderPlayButton();
+    this.updateUrl(true);
+  }
+
+  get frameInterval() {
+    const rate = this.rate ?? this.clips[0]?.frameRate ?? 25;
+    return 1000 / (rate * this.speed);
+  }
+
+  /// The frame after `n` in playing order, or null at the end without loop.
+  following(n) {
+    const last = this.clips[0].frameCount - 1;
+    if (n < last) return n + 1;
+    return this.loop ? 0 : null;
+  }
+
+  playAhead() {
+    const { width, height } = this.clips[0].index;
+    const perStep = width * height * 4 * this.clips.length;
+    return Math.min(Math.max(Math.floor(PLAY_BUFFER_BYTES / perStep), 2), 8);
+  }
+
+  /// Keeps the next few frames requested (one fifo request per step, all clips).
+  requestAhead() {
+    let n = this.position;
+    for (let ahead = 0; ahead < this.playAhead(); ahead += 1) {
+      n = this.following(n);
+      if (n === null || n === this.position) break;
+      if (this.playRequested.has(n)) continue;
+      this.playRequested.add(n);
+      const seq = ++this.seq;
+      const frames = this.clips.map((clip, i) => {
+        const frame = this.frameOf(i, n);
+        return clip.request(frame, { c: i, n: frame, s: seq, play: this.playGeneration, at: n });
+      });
+      this.sentAt.set(seq, performance.now());
+      this.connection.send({ type: 'RequestFrames', mode: 'fifo', id: seq, frames });
+    }
+  }
+
+  tick(now) {
+    requestAnimationFrame((time) => this.tick(time));
+    if (this.pendingScrub !== null) {
+      const frame = this.pendingScrub;
+      this.pendingScrub = null;
+      if (frame !== this.position) this.show(frame);
+    }
+    if (!this.playing || now < this.nextDue) return;
+    const next = this.following(this.position);
+    if (next === null) {
+      this.pause();
+      return;
+    }
+    const pictures = this.playBuffer.get(next);
+    const ready = pictures && this.clips.every((_, i) => pictures[i]);
+    this.stalled = !ready;
+    if (!ready) {
+      this.requestAhead();
+      return;
+    }
+    this.playBuffer.delete(next);
+    this.playRequested.delete(next);
+    this.position = next;
+    pictures.forEach((entry, i) => this.draw(i, entry.bitmap, entry.frame, entry.seq));
+    this.timeline.setPosition(next);
+    this.renderPosition();
+    // Keep the beat; after a stall start counting again instead of rushing.
+    this.nextDue = Math.max(this.nextDue + this.frameInterval, now - this.frameInterval);
+    this.requestAhead();
+    this.updateUrl(false);
+  }
+
+  // ---- answers ----
+
+  async frameArrived(header, jpeg) {
+    const label = header.index ?? {};
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(new Blob([jpeg], { type: 'image/jpeg' }));
+    } catch (error) {
+      this.showError(`frame ${label.n} of ${header.video}: the JPEG could not be decoded (${error.message})`);
+      return;
+    }
+    if (label.play !== undefined) {
+      if (!this.playing || label.play !== this.playGeneration) {
+        bitmap.close();
+        return;
+      }
+      const pictures = this.playBuffer.get(label.at) ?? [];
+      pictures[label.c] = { bitmap, frame: label.n, seq: label.s };
+      this.playBuffer.set(label.at, pictures);
+      return;
+    }
+    if (this.playing || !this.clips[label.c] || this.clips[label.c].path !== header.video) {
+      bitmap.close();
+      return;
+    }
+    this.draw(label.c, bitmap, label.n, label.s);
+  }
+
+  draw(i, bitmap, frame, seq) {
+    const clip = this.clips[i];
+    if (!clip.draw(bitmap, frame, seq)) return;
+    const sent = this.sentAt.get(seq);
+    this.stats.drawn(sent === undefined ? undefined : performance.now() - sent);
+    for (const old of this.sentAt.keys()) {
+      if (old < seq - 64) this.sentAt.delete(old);
+      else break;
+    }
+    if (this.clips.every((other, j) => other.shownFrame === this.frameOf(j, this.position))) {
+      document.body.dataset.frameShown = String(this.position);
+    }
+  }
+
+  frameFailed(message) {
+    if (message.error === 'superseded' || message.error === 'cancelled') return;
+    const label = message.index ?? {};
+    if (label.play !== undefined && label.play !== this.playGeneration) return;
+    this.pause();
+    this.showError(`Frame ${label.n ?? '?'} of ${message.video ?? 'the video'}: ${message.message} (${message.error})`);
+  }
+
+  connectionChanged(state, detail) {
+    const status = $('#connection');
+    status.dataset.state = state;
+    status.textContent = { open: 'connected', connecting: 'connecting…', closed: 'disconnected' }[state];
+    if (state === 'closed') {
+      this.showError(`Connection lost: ${detail}.`, 'connection');
+    } else if (state === 'open') {
+      if ($('#message').dataset.kind === 'connection') this.hideError();
+      // Restore what the page shows after a reconnect.
+      if (this.clips.length) {
+        const wasPlaying = this.playing;
+        this.pause();
+        this.show(this.position);
+        if (wasPlaying) this.play();
+      }
+    }
+  }
+
+  // ---- page ----
+
+  renderPosition() {
+    const clip = this.clips[0];
+    if (!clip) return;
+    const frame = clip.frames[this.position];
+    $('#frame-input').value = String(this.position);
+    $('#time').textContent = `${formatTime(frame.time)} / ${formatTime(clip.frames[clip.frameCount - 1].time)}`;
+  }
+
+  renderPlayButton() {
+    const button = $('#play');
+    button.querySelector('path').setAttribute('d', this.playing ? 'M3 2h4v12H3zM9 2h4v12H9z' : 'M4 2v12l10-6z');
+    button.setAttribute('aria-label', this.playing ? 'pause' : 'play');
+    button.title = this.playing ? 'Pause (Space)' : 'Play (Space)';
+    button.setAttribute('aria-pressed', String(this.playing));
+  }
+
+  renderOverlay() {
+    this.stats.bytes(this.connection.bytesReceived);
+    const { fps, latency, bytesPerSecond } = this.stats.summary();
+    $('#stat-fps').textContent = `${fps.toFixed(1)} fps`;
+    $('#stat-latency').textContent = latency === null ? '– ms' : `${latency.toFixed(0)} ms`;
+    $('#stat-bytes').textContent = formatBytes(bytesPerSecond);
+    $('#stat-state').textContent = this.playing ? (this.stalled ? 'buffering' : 'playing') : 'paused';
+  }
+
+  updateUrl(now) {
+    const time = performance.now();
+    if (!now && time - this.lastUrlUpdate < 250) return;
+    this.lastUrlUpdate = time;
+    const params = new URLSearchParams();
+    for (const clip of this.clips) params.append('video', clip.path);
+    if (this.clips.length) params.set('frame', String(this.position));
+    const query = params.toString().replace(/%2F/g, '/');
+    history.replaceState(null, '', query ? `?${query}` : location.pathname);
+  }
+
+  showError(text, kind = 'error') {
+    const box = $('#message');
+    box.dataset.kind = kind;
+    box.querySelector('.text').textContent = text;
+    box.hidden = false;
+  }
+
+  hideError() {
+    const box = $('#message');
+    box.hidden = true;
+    box.dataset.kind = '';
+  }
+
+  showEmpty(empty) {
+    $('#empty').hidden = !empty;
+  }
+
+  async loadPicker(prefix) {
+    const list = $('#video-list');
+    try {
+      const response = await fetch(`/api/v1/videos?prefix=${encodeURIComponent(prefix)}`);
+      const body = await response.json();
+      if (!response.ok) throw new Error(body.message || `HTTP ${response.status}`);
+      list.replaceChildren(
+        ...body.videos.map((video) => {
+          const item = document.createElement('li');
+          const open = document.createElement('button');
+          open.className = 'open';
+          open.textContent = video.path;
+          open.title = `Open ${video.path} (${formatBytes(video.size).replace('/s', '')})`;
+          open.onclick = () => this.open([video.path], 0);
+          const add = document.createElement('button');
+          add.className = 'add';
+          add.textContent = '+';
+          add.title = 'Add to the grid';
+          add.onclick = () => this.addClip(video.path);
+          item.dataset.path = video.path;
+          item.append(open, add);
+          return item;
+        }),
+      );
+      if (!body.videos.length) list.innerHTML = '<li class="none">no videos here</li>';
+      this.markPicker();
+    } catch (error) {
+      list.innerHTML = '';
+      this.showError(`Cannot list videos: ${error.message}`);
+    }
+  }
+
+  markPicker() {
+    const open = new Set(this.clips.map((clip) => clip.path));
+    for (const item of document.querySelectorAll('#video-list li')) {
+      item.classList.toggle('current', open.has(item.dataset.path));
+    }
+  }
+
+  bindControls() {
+    $('#play').onclick = () => this.togglePlay();
+    $('#step-back').onclick = () => this.step(-1);
+    $('#step-forward').onclick = () => this.step(1);
+    $('#key-back').onclick = () => this.jumpKeyframe(-1);
+    $('#key-forward').onclick = () => this.jumpKeyframe(1);
+    $('#loop').onclick = () => this.setLoop(!this.loop);
+    $('#rate').onchange = (event) => {
+      this.rate = event.target.value ? Number(event.target.value) : null;
+    };
+    $('#speed').onchange = (event) => {
+      this.speed = Number(event.target.value);
+    };
+    $('#frame-input').onchange = (event) => {
+      const n = Number.parseInt(event.target.value, 10);
+      if (Number.isFinite(n) && this.clips.length) {
+        this.pause();
+        this.show(Math.min(Math.max(n, 0), this.clips[0].frameCount - 1));
+      }
+    };
+    $('#message .close').onclick = () => this.hideError();
+    let filterTimer;
+    $('#prefix').oninput = (event) => {
+      clearTimeout(filterTimer);
+      filterTimer = setTimeout(() => this.loadPicker(event.target.value), 200);
+    };
+    this.setLoop(true);
+  }
+
+  setLoop(on) {
+    this.loop = on;
+    $('#loop').setAttribute('aria-pressed', String(on));
+  }
+
+  changeSpeed(direction) {
+    const select = $('#speed');
+    const index = SPEEDS.indexOf(this.speed);
+    const next = SPEEDS[Math.min(Math.max(index + direction, 0), SPEEDS.length - 1)];
+    this.speed = next;
+    select.value = String(next);
+  }
+
+  bindKeys() {
+    document.addEventListener('keydown', (event) => {
+      if (event.target.closest('input, select, textarea') || event.ctrlKey || event.metaKey || event.altKey) return;
+      const actions = {
+        ' ': () => this.togglePlay(),
+        k: () => this.togglePlay(),
+        ArrowLeft: () => (event.shiftKey ? this.jumpKeyframe(-1) : this.step(-1)),
+        ArrowRight: () => (event.shiftKey ? this.jumpKeyframe(1) : this.step(1)),
+        ',': () => this.step(-1),
+        '.': () => this.step(1),
+        Home: () => this.step(-Infinity),
+        End: () => this.step(Infinity),
+        l: () => this.setLoop(!this.loop),
+        '-': () => this.changeSpeed(-1),
+        '+': () => this.changeSpeed(1),
+        '=': () => this.changeSpeed(1),
+      };
+      const action = actions[event.key.length === 1 ? event.key.toLowerCase() : event.key];
+      if (!action) return;
+      event.preventDefault();
+      action();
+    });
+  }
+}
+
+window.bucketStreamer = new App();

@@ -1,0 +1,99 @@
+// One video on the page: its frame index (from /api/v1/videos/{path}/index),
+// its canvas and the picture drawn on it. Knows which frame is shown at a
+// time and where the keyframes are; never draws a picture older than the
+// one it shows.
+
+export class Clip {
+  constructor(path, index, element) {
+    this.path = path;
+    this.index = index;
+    this.frames = index.frames;
+    this.element = element;
+    this.canvas = element.querySelector('canvas');
+    this.canvas.width = index.width;
+    this.canvas.height = index.height;
+    this.context = this.canvas.getContext('2d', { alpha: false });
+    this.caption = element.querySelector('.caption');
+    this.shownFrame = -1;
+    this.shownSeq = -1;
+    this.keyframes = this.frames.filter((frame) => frame.keyframe).map((frame) => frame.index);
+  }
+
+  static async load(path, element) {
+    const response = await fetch(`/api/v1/videos/${path.split('/').map(encodeURIComponent).join('/')}/index`);
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      throw new Error(body.message || `cannot open ${path}: HTTP ${response.status}`);
+    }
+    return new Clip(path, body, element);
+  }
+
+  get frameCount() {
+    return this.frames.length;
+  }
+
+  get frameRate() {
+    return this.index.frame_rate || 25;
+  }
+
+  /// The frame shown at `time` seconds: the last one starting at or before it.
+  frameAt(time) {
+    let low = 0;
+    let high = this.frames.length - 1;
+    while (low < high) {
+      const middle = (low + high + 1) >> 1;
+      if (this.frames[middle].time <= time + 1e-6) low = middle;
+      else high = middle - 1;
+    }
+    return low;
+  }
+
+  previousKeyframe(frame) {
+    const before = this.keyframes.filter((k) => k < frame);
+    return before.length ? before[before.length - 1] : 0;
+  }
+
+  nextKeyframe(frame) {
+    return this.keyframes.find((k) => k > frame) ?? this.frameCount - 1;
+  }
+
+  /// What a RequestFrames entry for frame `n` looks like.
+  request(n, label) {
+    const frame = this.frames[n];
+    return { offset: frame.offset, irap_offset: frame.irap_offset, video: this.path, index: label };
+  }
+
+  /// Draws a decoded picture unless a newer request's picture is already shown.
+  draw(bitmap, frame, seq) {
+    if (seq < this.shownSeq) {
+      bitmap.close();
+      return false;
+    }
+    this.context.drawImage(bitmap, 0, 0, this.canvas.width, this.canvas.height);
+    bitmap.close();
+    this.shownSeq = seq;
+    this.shownFrame = frame;
+    this.describe();
+    return true;
+  }
+
+  describe() {
+    const frame = this.frames[this.shownFrame];
+    if (!frame) return;
+    const key = frame.keyframe ? '<span class="key" title="keyframe (IRAP)">K</span>' : '';
+    this.caption.innerHTML = '';
+    const name = document.createElement('span');
+    name.className = 'name';
+    name.textContent = this.path;
+    const facts = document.createElement('span');
+    facts.className = 'facts';
+    facts.innerHTML = `frame <b>${frame.index}</b> / ${this.frameCount - 1} · ${formatTime(frame.time)} ${key} · ${this.index.width}×${this.index.height}`;
+    this.caption.append(name, facts);
+  }
+}
+
+export function formatTime(seconds) {
+  const minutes = Math.floor(seconds / 60);
+  const rest = seconds - minutes * 60;
+  return `${minutes}:${rest.toFixed(3).padStart(6, '0')}`;
+}

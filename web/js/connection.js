@@ -1,0 +1,83 @@
+// The WebSocket to the server: JSON control messages, and each Frame header
+// followed by its JPEG as a binary message. Reconnects by itself with a
+// growing delay and says so; whoever uses it re-sends what it needs when
+// `onopen` fires again.
+
+export class Connection {
+  constructor(url, handlers) {
+    this.url = url;
+    this.handlers = handlers; // { onstate(state, detail), onframe(header, jpeg), onframeerror(msg), onerror(msg) }
+    this.pendingHeader = null;
+    this.retryDelay = 250;
+    this.bytesReceived = 0;
+    this.state = 'connecting';
+    this.open();
+  }
+
+  open() {
+    this.setState('connecting');
+    const socket = new WebSocket(this.url);
+    socket.binaryType = 'arraybuffer';
+    socket.onopen = () => {
+      this.retryDelay = 250;
+      this.pendingHeader = null;
+      this.setState('open');
+    };
+    socket.onmessage = (event) => this.receive(event.data);
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      const seconds = (this.retryDelay / 1000).toFixed(1);
+      this.setState('closed', `connection lost, reconnecting in ${seconds} s`);
+      setTimeout(() => this.open(), this.retryDelay);
+      this.retryDelay = Math.min(this.retryDelay * 2, 5000);
+    };
+    this.socket = socket;
+  }
+
+  setState(state, detail = '') {
+    this.state = state;
+    this.handlers.onstate(state, detail);
+  }
+
+  get isOpen() {
+    return this.socket?.readyState === WebSocket.OPEN;
+  }
+
+  send(message) {
+    if (!this.isOpen) return false;
+    this.socket.send(JSON.stringify(message));
+    return true;
+  }
+
+  receive(data) {
+    if (data instanceof ArrayBuffer) {
+      this.bytesReceived += data.byteLength;
+      const header = this.pendingHeader;
+      this.pendingHeader = null;
+      if (header) this.handlers.onframe(header, data);
+      return;
+    }
+    this.bytesReceived += data.length;
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      this.handlers.onerror(`the server sent something unreadable: ${data.slice(0, 80)}`);
+      return;
+    }
+    switch (message.type) {
+      case 'Frame':
+        this.pendingHeader = message;
+        break;
+      case 'FrameError':
+        this.handlers.onframeerror(message);
+        break;
+      case 'Error':
+        this.handlers.onerror(message.message);
+        break;
+      default:
+        break;
+    }
+  }
+}

@@ -1,0 +1,190 @@
+// Drives the web client in Debian's headless Chromium for the Rust test
+// `crates/cli/tests/web_client.rs`, which starts the server and checks the
+// pictures. Each step waits for the page to report what it drew
+// (`<body data-frame-shown="n">`), checks what a user would see (frame
+// number, URL, messages) and saves the canvas pixels for the pixel check.
+//
+// Usage: node browser.mjs <base-url> <video> <second-video> <out-dir>
+// Prints one JSON object per line: {"capture": ...} for every saved canvas,
+// {"restart": "now"} when the server should be restarted (the test answers
+// with a line on stdin), and {"done": true} at the end. Exits non-zero with
+// the reason on the first failed check.
+
+import { chromium } from 'playwright-core';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+
+const [base, video, second, out] = process.argv.slice(2);
+mkdirSync(out, { recursive: true });
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const report = (object) => process.stdout.write(`${JSON.stringify(object)}\n`);
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+const page = await browser.newPage({ viewport: { width: 1366, height: 768 } });
+const problems = [];
+page.on('pageerror', (error) => problems.push(error.message));
+
+async function shown(n, what) {
+  await page
+    .waitForFunction((frame) => document.body.dataset.frameShown === String(frame), n, { timeout: 15000 })
+    .catch(async () => {
+      const actual = await page.evaluate(() => document.body.dataset.frameShown);
+      throw new Error(`${what}: expected frame ${n} to be drawn, the page shows ${actual}`);
+    });
+}
+
+function urlFrame() {
+  return Number(new URL(page.url()).searchParams.get('frame'));
+}
+
+async function capture(name, frame, clip = 0) {
+  const pixels = await page.evaluate((i) => {
+    const canvas = document.querySelectorAll('#clips canvas')[i];
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let text = '';
+    for (let at = 0; at < data.length; at += 0x8000) {
+      text += String.fromCharCode.apply(null, data.subarray(at, at + 0x8000));
+    }
+    return { width: canvas.width, height: canvas.height, base64: btoa(text) };
+  }, clip);
+  const file = join(out, `${name}.rgba`);
+  writeFileSync(file, Buffer.from(pixels.base64, 'base64'));
+  report({ capture: name, clip, frame, width: pixels.width, height: pixels.height, file });
+}
+
+async function caption(clip = 0) {
+  return page.evaluate((i) => document.querySelectorAll('#clips .caption')[i].textContent, clip);
+}
+
+const index = await (await fetch(`${base}/api/v1/videos/${video}/index`)).json();
+const keyframes = index.frames.filter((frame) => frame.keyframe).map((frame) => frame.index);
+const last = index.frames.length - 1;
+
+// Open by URL.
+await page.goto(`${base}/?video=${video}&frame=37`);
+await shown(37, 'opening /?video=…&frame=37');
+await capture('open', 37);
+const text = await caption();
+check(text.includes('frame 37') && text.includes(`${index.width}×${index.height}`), `caption reads "${text}"`);
+await page.screenshot({ path: join(out, 'web-client.png') });
+
+// Step forward and back.
+await page.keyboard.press('ArrowRight');
+await shown(38, '→');
+await capture('step-forward', 38);
+await page.keyboard.press('ArrowLeft');
+await page.keyboard.press('ArrowLeft');
+await shown(36, '← ←');
+await capture('step-back', 36);
+await page.click('#step-forward');
+await shown(37, 'the next-frame button');
+check(urlFrame() === 37, `after stepping the URL says frame ${urlFrame()}`);
+
+// Keyframe jumps.
+const nextKey = keyframes.find((k) => k > 37);
+await page.keyboard.press('Shift+ArrowRight');
+await shown(nextKey, 'Shift+→');
+check((await caption()).includes('K'), 'a keyframe is marked as one');
+await page.keyboard.press('Shift+ArrowLeft');
+await shown(keyframes.filter((k) => k < nextKey).pop(), 'Shift+←');
+
+// Scrub: drag the playhead along the timeline, in small steps, and let go.
+const bar = await page.locator('#timeline').boundingBox();
+const y = bar.y + bar.height / 2;
+await page.mouse.move(bar.x + bar.width * 0.1, y);
+await page.mouse.down();
+for (let step = 1; step <= 30; step += 1) {
+  await page.mouse.move(bar.x + bar.width * (0.1 + (0.7 * step) / 30), y);
+  await page.waitForTimeout(16);
+}
+await page.mouse.up();
+const scrubbed = Math.round(0.8 * last);
+await shown(scrubbed, 'dragging the timeline to 80 %');
+await capture('scrub', scrubbed);
+check(urlFrame() === scrubbed, `after scrubbing the URL says frame ${urlFrame()}, not ${scrubbed}`);
+
+// Play from the start for about a second, then pause.
+await page.keyboard.press('Home');
+await shown(0, 'Home');
+await page.keyboard.press('Space');
+await page.waitForTimeout(1200);
+await page.keyboard.press('Space');
+await page.waitForTimeout(300);
+const played = Number(await page.evaluate(() => document.body.dataset.frameShown));
+check(played >= 10 && played < last, `after ~1.2 s of play at ${index.frame_rate} fps the page shows frame ${played}`);
+check(urlFrame() === played, `after pausing the URL says frame ${urlFrame()}, the page shows ${played}`);
+const fps = await page.textContent('#stat-fps');
+check(Number.parseFloat(fps) > 0, `the overlay shows ${fps} while playing`);
+await capture('played', played);
+
+// Several clips on one socket, in sync.
+await page.goto(`${base}/?video=${video}&video=${second}&frame=10`);
+await shown(10, 'a grid of two videos');
+check((await page.locator('#clips canvas').count()) === 2, 'the grid shows two canvases');
+await capture('grid-first', 10, 0);
+await capture('grid-second', 10, 1);
+await page.keyboard.press('ArrowRight');
+await shown(11, 'stepping the grid');
+check((await caption(1)).includes('frame 11'), `the second clip shows "${await caption(1)}"`);
+await page.screenshot({ path: join(out, 'web-client-grid.png') });
+
+// Lost connection: the page says so, reconnects and shows the same frame again.
+await page.evaluate(() => delete document.body.dataset.frameShown);
+report({ restart: 'now' });
+await page.waitForFunction(() => document.querySelector('#connection').dataset.state !== 'open', null, {
+  timeout: 15000,
+});
+await page.waitForSelector('#message:not([hidden])', { timeout: 15000 });
+check((await page.textContent('#message')).includes('Connection lost'), 'the page says the connection was lost');
+report({ waiting: 'server' });
+await lines.next();
+await page.waitForFunction(() => document.querySelector('#connection').dataset.state === 'open', null, {
+  timeout: 20000,
+});
+await shown(11, 'after reconnecting');
+check(await page.locator('#message').isHidden(), 'the connection message goes away once reconnected');
+
+// Errors are shown, not hidden: a frame the server refuses…
+await page.evaluate(
+  (path) =>
+    window.bucketStreamer.connection.send({
+      type: 'RequestFrames',
+      frames: [{ video: path, offset: 1, index: { c: 0, n: 5, s: 0 } }],
+    }),
+  video,
+);
+await page.waitForSelector('#message:not([hidden])', { timeout: 15000 });
+const refusal = await page.textContent('#message');
+check(refusal.includes('not_a_frame') && refusal.includes(video), `a frame error shows "${refusal}"`);
+// …and a video that does not exist.
+await page.goto(`${base}/?video=videos/no-such-video.mp4`);
+await page.waitForSelector('#message:not([hidden])', { timeout: 15000 });
+const message = await page.textContent('#message');
+check(message.includes('no-such-video.mp4') && /not found/i.test(message), `a missing video shows "${message}"`);
+
+// The picker lists the videos and opens one.
+await page.goto(`${base}/`);
+await page.click(`#video-list li[data-path="${second}"] button.open`);
+await shown(0, 'opening a video from the picker');
+check(new URL(page.url()).searchParams.get('video') === second, `the URL names ${page.url()}`);
+
+check(problems.length === 0, `the page threw: ${problems.join('; ')}`);
+await browser.close();
+report({ done: true });
+process.exit(0);
