@@ -19,8 +19,22 @@ fn browser_tools() -> Result<(), String> {
     if !scripts.join("node_modules/playwright-core").is_dir() {
         return Err("web/tests/node_modules is missing: run `npm ci --prefix web/tests` (scripts/test does)".into());
     }
-    if Command::new("node").arg("--version").output().is_err() {
-        return Err("node is not installed (scripts/test installs nodejs)".into());
+    let version = Command::new("node")
+        .arg("--version")
+        .output()
+        .map_err(|_| "node is not installed (scripts/test installs nodejs)")?;
+    let major: u32 = String::from_utf8_lossy(&version.stdout)
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    if major < 20 {
+        return Err(format!(
+            "playwright-core needs Node.js 20 or newer, this is {}",
+            String::from_utf8_lossy(&version.stdout).trim()
+        ));
     }
     if !Path::new(&std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into())).exists() {
         return Err("chromium is not installed (scripts/test installs Debian's chromium)".into());

@@ -8,6 +8,7 @@
 //! stays positioned) so the request waits at most one sample's decode.
 //! The thread ends when the `DecodeThread` is dropped.
 
+use crate::metrics::PREFETCH_YIELDS;
 use crate::urgency::Urgency;
 use media::{DecodeError, Picture, Player, Span, VideoIndex};
 use std::collections::VecDeque;
@@ -71,6 +72,10 @@ impl DecodeThread {
                 };
                 let result = player.picture(&index, job.position, &job.span, &cancelled);
                 on_decoded(player.pictures_decoded() - before);
+                let by_client = job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
+                if matches!(result, Err(DecodeError::Cancelled)) && !by_client {
+                    metrics::counter!(PREFETCH_YIELDS).increment(1);
+                }
                 let _ = job.reply.send(result);
             }
         })?;

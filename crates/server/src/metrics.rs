@@ -10,6 +10,7 @@ pub const FRAME_ERRORS: &str = "bucket_streamer_frame_errors_total";
 pub const FRAMES_DECODED: &str = "bucket_streamer_frames_decoded_total";
 pub const CACHE_HITS: &str = "bucket_streamer_cache_hits_total";
 pub const CACHE_JOINS: &str = "bucket_streamer_cache_joins_total";
+pub const PREFETCH_YIELDS: &str = "bucket_streamer_prefetch_yields_total";
 pub const FETCH_SECONDS: &str = "bucket_streamer_fetch_seconds";
 pub const DECODE_SECONDS: &str = "bucket_streamer_decode_seconds";
 pub const ENCODE_SECONDS: &str = "bucket_streamer_encode_seconds";
@@ -37,6 +38,7 @@ fn describe() {
     metrics::describe_counter!(STORAGE_REQUESTS, "Range and metadata requests sent to storage");
     metrics::describe_counter!(STORAGE_READ_BYTES, "Bytes read from storage");
     metrics::describe_counter!(FRAMES_SERVED, "Frames sent to clients");
+    metrics::describe_counter!(PREFETCH_YIELDS, "Prefetch decodes stopped so a requested frame could go first");
     metrics::describe_counter!(FRAME_ERRORS, "Frame requests answered with an error, by reason");
     metrics::describe_counter!(FRAMES_DECODED, "Pictures produced by the decoders");
     metrics::describe_counter!(CACHE_HITS, "Frames served from the encoded-frame cache");
