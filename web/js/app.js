@@ -8,6 +8,9 @@ import { Connection } from './connection.js';
 import { Clip, formatTime } from './clip.js';
 import { Timeline } from './timeline.js';
 import { Stats, formatBytes } from './stats.js';
+import { Picker } from './picker.js';
+import { PlayBuffer } from './play_buffer.js';
+import { bindShortcuts } from './shortcuts.js';
 
 const MAX_CLIPS = 4;
 /// Decoded pictures held ahead while playing, at most this many bytes.
@@ -23,9 +26,7 @@ class App {
     this.seq = 0;
     this.sentAt = new Map();
     this.playing = false;
-    this.playGeneration = 0;
-    this.playBuffer = new Map(); // frame number of the first clip -> pictures, one per clip
-    this.playRequested = new Set();
+    this.buffer = new PlayBuffer();
     this.nextDue = 0;
     this.stalled = false;
     this.loop = true;
@@ -42,9 +43,13 @@ class App {
       onframeerror: (message) => this.frameFailed(message),
       onerror: (message) => this.showError(`server: ${message}`),
     });
+    this.picker = new Picker($('#video-list'), $('#prefix'), {
+      open: (path) => this.open([path], 0),
+      add: (path) => this.addClip(path),
+      error: (message) => this.showError(message),
+    });
     this.bindControls();
-    this.bindKeys();
-    this.loadPicker('');
+    bindShortcuts(this);
     const params = new URLSearchParams(location.search);
     const videos = params.getAll('video').filter(Boolean).slice(0, MAX_CLIPS);
     const frame = Number.parseInt(params.get('frame') ?? '0', 10);
@@ -91,7 +96,7 @@ class App {
     $('#frame-input').max = String(first.frameCount - 1);
     this.show(Math.min(Math.max(frame, 0), first.frameCount - 1));
     this.updateUrl(true);
-    this.markPicker();
+    this.picker.mark(this.clips.map((clip) => clip.path));
   }
 
   addClip(path) {
@@ -167,7 +172,7 @@ class App {
     const last = this.clips[0].frameCount - 1;
     if (this.position >= last && !this.loop) this.show(0);
     this.playing = true;
-    this.playGeneration += 1;
+    this.buffer.reset();
     this.nextDue = performance.now();
     this.renderPlayButton();
     this.requestAhead();
@@ -176,10 +181,7 @@ class App {
   pause() {
     if (!this.playing) return;
     this.playing = false;
-    this.playGeneration += 1;
-    for (const pictures of this.playBuffer.values()) for (const entry of pictures) entry?.bitmap.close();
-    this.playBuffer.clear();
-    this.playRequested.clear();
+    this.buffer.reset();
     this.stalled = false;
     this.renderPlayButton();
     this.updateUrl(true);
@@ -209,12 +211,11 @@ class App {
     for (let ahead = 0; ahead < this.playAhead(); ahead += 1) {
       n = this.following(n);
       if (n === null || n === this.position) break;
-      if (this.playRequested.has(n)) continue;
-      this.playRequested.add(n);
+      if (!this.buffer.claim(n)) continue;
       const seq = ++this.seq;
       const frames = this.clips.map((clip, i) => {
         const frame = this.frameOf(i, n);
-        return clip.request(frame, { c: i, n: frame, s: seq, play: this.playGeneration, at: n });
+        return clip.request(frame, { c: i, n: frame, s: seq, play: this.buffer.generation, at: n });
       });
       this.sentAt.set(seq, performance.now());
       this.connection.send({ type: 'RequestFrames', mode: 'fifo', id: seq, frames });
@@ -234,15 +235,12 @@ class App {
       this.pause();
       return;
     }
-    const pictures = this.playBuffer.get(next);
-    const ready = pictures && this.clips.every((_, i) => pictures[i]);
-    this.stalled = !ready;
-    if (!ready) {
+    const pictures = this.buffer.take(next, this.clips.length);
+    this.stalled = !pictures;
+    if (!pictures) {
       this.requestAhead();
       return;
     }
-    this.playBuffer.delete(next);
-    this.playRequested.delete(next);
     this.position = next;
     pictures.forEach((entry, i) => this.draw(i, entry.bitmap, entry.frame, entry.seq));
     this.timeline.setPosition(next);
@@ -265,13 +263,7 @@ class App {
       return;
     }
     if (label.play !== undefined) {
-      if (!this.playing || label.play !== this.playGeneration) {
-        bitmap.close();
-        return;
-      }
-      const pictures = this.playBuffer.get(label.at) ?? [];
-      pictures[label.c] = { bitmap, frame: label.n, seq: label.s };
-      this.playBuffer.set(label.at, pictures);
+      this.buffer.put(label.play, label.at, label.c, { bitmap, frame: label.n, seq: label.s });
       return;
     }
     if (this.playing || !this.clips[label.c] || this.clips[label.c].path !== header.video) {
@@ -298,7 +290,7 @@ class App {
   frameFailed(message) {
     if (message.error === 'superseded' || message.error === 'cancelled') return;
     const label = message.index ?? {};
-    if (label.play !== undefined && label.play !== this.playGeneration) return;
+    if (label.play !== undefined && label.play !== this.buffer.generation) return;
     this.pause();
     this.showError(`Frame ${label.n ?? '?'} of ${message.video ?? 'the video'}: ${message.message} (${message.error})`);
   }
@@ -376,45 +368,6 @@ class App {
     $('#empty').hidden = !empty;
   }
 
-  async loadPicker(prefix) {
-    const list = $('#video-list');
-    try {
-      const response = await fetch(`/api/v1/videos?prefix=${encodeURIComponent(prefix)}`);
-      const body = await response.json();
-      if (!response.ok) throw new Error(body.message || `HTTP ${response.status}`);
-      list.replaceChildren(
-        ...body.videos.map((video) => {
-          const item = document.createElement('li');
-          const open = document.createElement('button');
-          open.className = 'open';
-          open.textContent = video.path;
-          open.title = `Open ${video.path} (${formatBytes(video.size).replace('/s', '')})`;
-          open.onclick = () => this.open([video.path], 0);
-          const add = document.createElement('button');
-          add.className = 'add';
-          add.textContent = '+';
-          add.title = 'Add to the grid';
-          add.onclick = () => this.addClip(video.path);
-          item.dataset.path = video.path;
-          item.append(open, add);
-          return item;
-        }),
-      );
-      if (!body.videos.length) list.innerHTML = '<li class="none">no videos here</li>';
-      this.markPicker();
-    } catch (error) {
-      list.innerHTML = '';
-      this.showError(`Cannot list videos: ${error.message}`);
-    }
-  }
-
-  markPicker() {
-    const open = new Set(this.clips.map((clip) => clip.path));
-    for (const item of document.querySelectorAll('#video-list li')) {
-      item.classList.toggle('current', open.has(item.dataset.path));
-    }
-  }
-
   bindControls() {
     $('#play').onclick = () => this.togglePlay();
     $('#step-back').onclick = () => this.step(-1);
@@ -436,11 +389,6 @@ class App {
       }
     };
     $('#message .close').onclick = () => this.hideError();
-    let filterTimer;
-    $('#prefix').oninput = (event) => {
-      clearTimeout(filterTimer);
-      filterTimer = setTimeout(() => this.loadPicker(event.target.value), 200);
-    };
     this.setLoop(true);
   }
 
@@ -455,30 +403,6 @@ class App {
     const next = SPEEDS[Math.min(Math.max(index + direction, 0), SPEEDS.length - 1)];
     this.speed = next;
     select.value = String(next);
-  }
-
-  bindKeys() {
-    document.addEventListener('keydown', (event) => {
-      if (event.target.closest('input, select, textarea') || event.ctrlKey || event.metaKey || event.altKey) return;
-      const actions = {
-        ' ': () => this.togglePlay(),
-        k: () => this.togglePlay(),
-        ArrowLeft: () => (event.shiftKey ? this.jumpKeyframe(-1) : this.step(-1)),
-        ArrowRight: () => (event.shiftKey ? this.jumpKeyframe(1) : this.step(1)),
-        ',': () => this.step(-1),
-        '.': () => this.step(1),
-        Home: () => this.step(-Infinity),
-        End: () => this.step(Infinity),
-        l: () => this.setLoop(!this.loop),
-        '-': () => this.changeSpeed(-1),
-        '+': () => this.changeSpeed(1),
-        '=': () => this.changeSpeed(1),
-      };
-      const action = actions[event.key.length === 1 ? event.key.toLowerCase() : event.key];
-      if (!action) return;
-      event.preventDefault();
-      action();
-    });
   }
 }
 

@@ -14,6 +14,9 @@ const FILES: &[(&str, &str, &str)] = &[
     ("js/app.js", "text/javascript; charset=utf-8", include_str!("../../../web/js/app.js")),
     ("js/clip.js", "text/javascript; charset=utf-8", include_str!("../../../web/js/clip.js")),
     ("js/connection.js", "text/javascript; charset=utf-8", include_str!("../../../web/js/connection.js")),
+    ("js/picker.js", "text/javascript; charset=utf-8", include_str!("../../../web/js/picker.js")),
+    ("js/play_buffer.js", "text/javascript; charset=utf-8", include_str!("../../../web/js/play_buffer.js")),
+    ("js/shortcuts.js", "text/javascript; charset=utf-8", include_str!("../../../web/js/shortcuts.js")),
     ("js/stats.js", "text/javascript; charset=utf-8", include_str!("../../../web/js/stats.js")),
     ("js/timeline.js", "text/javascript; charset=utf-8", include_str!("../../../web/js/timeline.js")),
 ];
