@@ -16,6 +16,10 @@ const MAX_CLIPS = 4;
 /// Decoded pictures held ahead while playing, at most this many bytes.
 const PLAY_BUFFER_BYTES = 256e6;
 const SPEEDS = [0.25, 0.5, 1, 1.5, 2, 4];
+/// A still position held this long gets its next frame asked for in the
+/// background, so play (or the next step) starts without a decode from the
+/// keyframe: a lone frame leaves the server's decoder drained.
+const WARM_UP_MS = 250;
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -33,6 +37,7 @@ class App {
     this.rate = null; // frames per second; null: the video's own
     this.speed = 1;
     this.pendingScrub = null;
+    this.warmUpTimer = null;
     this.lastUrlUpdate = 0;
     this.stats = new Stats();
     this.timeline = new Timeline($('#timeline'), (frame, dragging) => this.scrub(frame, dragging));
@@ -155,6 +160,7 @@ class App {
     this.timeline.setPosition(frame);
     if (!dragging) {
       this.pendingScrub = null;
+    this.warmUpTimer = null;
       this.show(frame);
       this.updateUrl(true);
     }
@@ -227,6 +233,7 @@ class App {
     if (this.pendingScrub !== null) {
       const frame = this.pendingScrub;
       this.pendingScrub = null;
+    this.warmUpTimer = null;
       if (frame !== this.position) this.show(frame);
     }
     if (!this.playing || now < this.nextDue) return;
@@ -255,6 +262,7 @@ class App {
 
   async frameArrived(header, jpeg) {
     const label = header.index ?? {};
+    if (label.warm) return;
     let bitmap;
     try {
       bitmap = await createImageBitmap(new Blob([jpeg], { type: 'image/jpeg' }));
@@ -284,12 +292,26 @@ class App {
     }
     if (this.clips.every((other, j) => other.shownFrame === this.frameOf(j, this.position))) {
       document.body.dataset.frameShown = String(this.position);
+      if (!this.playing) this.warmUpSoon();
     }
   }
 
+  /// Asks for the frame after a still position once it has been held for a
+  /// moment; the answer only fills the server's cache and positions its decoder.
+  warmUpSoon() {
+    clearTimeout(this.warmUpTimer);
+    const position = this.position;
+    this.warmUpTimer = setTimeout(() => {
+      const next = this.following(position);
+      if (this.playing || this.position !== position || next === null || this.timeline.dragging) return;
+      const frames = this.clips.map((clip, i) => clip.request(this.frameOf(i, next), { warm: true }));
+      this.connection.send({ type: 'RequestFrames', mode: 'latest', frames });
+    }, WARM_UP_MS);
+  }
+
   frameFailed(message) {
-    if (message.error === 'superseded' || message.error === 'cancelled') return;
     const label = message.index ?? {};
+    if (label.warm || message.error === 'superseded' || message.error === 'cancelled') return;
     if (label.play !== undefined && label.play !== this.buffer.generation) return;
     this.pause();
     this.showError(`Frame ${label.n ?? '?'} of ${message.video ?? 'the video'}: ${message.message} (${message.error})`);
@@ -300,7 +322,7 @@ class App {
     status.dataset.state = state;
     status.textContent = { open: 'connected', connecting: 'connecting…', closed: 'disconnected' }[state];
     if (state === 'closed') {
-      this.showError(`Connection lost: ${detail}.`, 'connection');
+      this.showError(`Connection lost, ${detail}…`, 'connection');
     } else if (state === 'open') {
       if ($('#message').dataset.kind === 'connection') this.hideError();
       // Restore what the page shows after a reconnect.

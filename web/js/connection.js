@@ -28,7 +28,7 @@ export class Connection {
       if (this.socket !== socket) return;
       this.socket = null;
       const seconds = (this.retryDelay / 1000).toFixed(1);
-      this.setState('closed', `connection lost, reconnecting in ${seconds} s`);
+      this.setState('closed', `reconnecting in ${seconds} s`);
       setTimeout(() => this.open(), this.retryDelay);
       this.retryDelay = Math.min(this.retryDelay * 2, 5000);
     };
