@@ -66,14 +66,11 @@ impl DecodeThread {
         std::thread::Builder::new().name(name).spawn(move || {
             while let Some(job) = queue.wait_for_job() {
                 let before = player.pictures_decoded();
-                let cancelled = || {
-                    job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed))
-                        || (!job.urgency.is_urgent() && queue.queue.lock().expect("decode queue").urgent_waiting())
-                };
-                let result = player.picture(&index, job.position, &job.span, &cancelled);
+                let by_client = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
+                let yields = || !job.urgency.is_urgent() && queue.queue.lock().expect("decode queue").urgent_waiting();
+                let result = player.picture(&index, job.position, &job.span, &|| by_client() || yields());
                 on_decoded(player.pictures_decoded() - before);
-                let by_client = job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
-                if matches!(result, Err(DecodeError::Cancelled)) && !by_client {
+                if matches!(result, Err(DecodeError::Cancelled)) && !by_client() {
                     metrics::counter!(PREFETCH_YIELDS).increment(1);
                 }
                 let _ = job.reply.send(result);
