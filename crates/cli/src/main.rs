@@ -116,6 +116,8 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
     let directives = if level.contains("mp4_atom") { level.to_string() } else { format!("{level},mp4_atom=error") };
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
     Ok(())
 }

@@ -220,8 +220,11 @@ mod tests {
         let (decoder, index, span) = open(&video.path);
         let gop_end = gop_ends_backwards(&index)[1];
         let prefetch = decoder.picture(gop_end, span.clone(), None, Urgency::ahead());
-        // A 25-picture 1080p decode takes well over 100 ms; let it start.
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        // Wait until the thread has taken it (a 25-picture 1080p decode then
+        // takes well over 100 ms, so the request arrives while it runs).
+        while !decoder.jobs.queue.lock().unwrap().jobs.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let requested = decoder.picture(0, span.clone(), None, Urgency::requested());
         assert!(matches!(prefetch.await, Err(DecodeError::Cancelled)), "the prefetch yields the decoder");
         let picture = requested.await.expect("the request is served");

@@ -1,17 +1,14 @@
 //! Real processes for end-to-end tests: the bucket-streamer server and an
-//! S3-compatible server (`s3s-fs`), each on a free loopback port, killed when
+//! S3-compatible server (`s3s-fs`), each on a loopback port it picks itself, killed when
 //! dropped. Also a minimal HTTP/1.1 client so tests need no HTTP library.
 
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
 
 /// A child process killed on drop.
 pub struct Running {
@@ -42,50 +39,88 @@ impl Drop for Running {
     }
 }
 
-fn log_file(name: &str, port: u16) -> Result<(PathBuf, std::fs::File)> {
+/// A log file under target/test-logs, appended to (a server restarted on the
+/// same port keeps the earlier run's lines), and its length before this run.
+fn log_file(name: &str) -> Result<(PathBuf, std::fs::File, u64)> {
     let dir = crate::workspace_root().join("target/test-logs");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{name}-{port}.log"));
-    // Appended: a server restarted on the same port keeps the earlier run's lines.
+    let path = dir.join(format!("{name}.log"));
     let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-    Ok((path, file))
+    let start = file.metadata()?.len();
+    Ok((path, file, start))
 }
 
-fn wait_until_listening(running: &mut Running, what: &str) -> Result<()> {
+/// A log name no other process of this test run uses.
+fn unique_log_name(what: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{what}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Spawns `command` logging to `log` and waits until its log (past `start`)
+/// has a line containing `marker` and the loopback address it listens on.
+/// The process picks its own port (`:0`) and says which: choosing a free
+/// port here and handing it over would race with every other test doing the
+/// same, and a test could end up talking to another test's server.
+fn spawn_and_wait(
+    mut command: Command,
+    log: (PathBuf, std::fs::File, u64),
+    marker: &str,
+    what: &str,
+) -> Result<Running> {
+    let (path, file, start) = log;
+    let child = command
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let mut running = Running { child, port: 0, log: path };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if !running.alive() {
-            let log = std::fs::read_to_string(&running.log).unwrap_or_default();
-            bail!("{what} exited during start-up:\n{log}");
+        let exited = !running.alive();
+        let text = std::fs::read(&running.log).unwrap_or_default();
+        let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
+        if let Some(port) = text.lines().filter(|line| line.contains(marker)).find_map(listening_port) {
+            running.port = port;
+            return Ok(running);
         }
-        if TcpStream::connect(("127.0.0.1", running.port)).is_ok() {
-            return Ok(());
+        if exited {
+            bail!("{what} exited during start-up:\n{text}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    bail!("{what} did not listen on port {} within 30 s", running.port)
+    bail!("{what} did not say where it listens within 30 s (log: {})", running.log.display())
 }
 
-/// Starts the server binary with `args` (plus `--listen-addr`) and waits for it.
+/// The port of the first `127.0.0.1:<port>` in a log line.
+fn listening_port(line: &str) -> Option<u16> {
+    let after = &line[line.find("127.0.0.1:")? + "127.0.0.1:".len()..];
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|&port| port != 0)
+}
+
+fn server_command(binary: &Path, listen_addr: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .args(["serve", "--listen-addr", listen_addr])
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("AWS_PROFILE")
+        .env_remove("LOG_LEVEL");
+    command
+}
+
+/// Starts the server binary with `args` (plus `--listen-addr`) on a port of
+/// its own choosing and waits until it listens.
 pub fn start_server(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Running> {
-    start_server_on(free_port(), binary, args, env)
+    let command = server_command(binary, "127.0.0.1:0", args, env);
+    spawn_and_wait(command, log_file(&unique_log_name("server"))?, "listening", "the server")
 }
 
 /// Like `start_server`, on a given port (to restart a server where clients expect it).
 pub fn start_server_on(port: u16, binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Running> {
-    let (log, file) = log_file("server", port)?;
-    let child = Command::new(binary)
-        .args(["serve", "--listen-addr", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .envs(env.iter().copied())
-        .env_remove("AWS_PROFILE")
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))?;
-    let mut running = Running { child, port, log };
-    wait_until_listening(&mut running, "the server")?;
-    Ok(running)
+    let command = server_command(binary, &format!("127.0.0.1:{port}"), args, env);
+    spawn_and_wait(command, log_file(&format!("server-port-{port}"))?, "listening", "the server")
 }
 
 pub const S3_ACCESS_KEY: &str = "bucketstreamer";
@@ -107,20 +142,15 @@ fn s3s_binary() -> Result<PathBuf> {
 
 /// Starts `s3s-fs` serving `root` (each sub-directory is a bucket), with SigV4 auth.
 pub fn start_s3(root: &Path) -> Result<Running> {
-    let port = free_port();
-    let (log, file) = log_file("s3s-fs", port)?;
-    let child = Command::new(s3s_binary()?)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+    let mut command = Command::new(s3s_binary()?);
+    command
+        .args(["--host", "127.0.0.1", "--port", "0"])
         .args(["--access-key", S3_ACCESS_KEY, "--secret-key", S3_SECRET_KEY])
         .arg(root)
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .stdin(Stdio::null())
-        .spawn()
-        .context("cannot start s3s-fs")?;
-    let mut running = Running { child, port, log };
-    wait_until_listening(&mut running, "s3s-fs")?;
-    Ok(running)
+        // s3s-fs says where it listens only at info level.
+        .env("RUST_LOG", "s3s_fs=info")
+        .env("NO_COLOR", "1");
+    spawn_and_wait(command, log_file(&unique_log_name("s3s-fs"))?, "server is running at", "s3s-fs")
 }
 
 #[derive(Debug)]
