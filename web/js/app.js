@@ -160,7 +160,6 @@ class App {
     this.timeline.setPosition(frame);
     if (!dragging) {
       this.pendingScrub = null;
-    this.warmUpTimer = null;
       this.show(frame);
       this.updateUrl(true);
     }
@@ -233,7 +232,6 @@ class App {
     if (this.pendingScrub !== null) {
       const frame = this.pendingScrub;
       this.pendingScrub = null;
-    this.warmUpTimer = null;
       if (frame !== this.position) this.show(frame);
     }
     if (!this.playing || now < this.nextDue) return;
@@ -270,6 +268,8 @@ class App {
       this.showError(`frame ${label.n} of ${header.video}: the JPEG could not be decoded (${error.message})`);
       return;
     }
+    const sent = this.sentAt.get(label.s);
+    if (sent !== undefined) this.stats.ready(performance.now() - sent);
     if (label.play !== undefined) {
       this.buffer.put(label.play, label.at, label.c, { bitmap, frame: label.n, seq: label.s });
       return;
@@ -284,8 +284,7 @@ class App {
   draw(i, bitmap, frame, seq) {
     const clip = this.clips[i];
     if (!clip.draw(bitmap, frame, seq)) return;
-    const sent = this.sentAt.get(seq);
-    this.stats.drawn(sent === undefined ? undefined : performance.now() - sent);
+    this.stats.drawn();
     for (const old of this.sentAt.keys()) {
       if (old < seq - 64) this.sentAt.delete(old);
       else break;
