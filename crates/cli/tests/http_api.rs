@@ -1,5 +1,6 @@
-//! The HTTP API over real sockets: health, listing, the index, single
-//! frames as JPEG (pixel-checked against FFmpeg) and their errors.
+//! The HTTP API over real sockets: health, listing, the index (gzip when
+//! accepted), single frames as JPEG (pixel-checked against FFmpeg) and their
+//! errors.
 
 mod common;
 
@@ -41,6 +42,19 @@ fn http_api_serves_health_listing_index_and_frames() {
     assert_eq!(times[0], 0.0);
     assert!(times.windows(2).all(|w| w[1] > w[0]), "frames are listed in presentation order");
     assert!(index.iter().all(|f| f.irap_offset <= f.offset || !f.keyframe));
+
+    // Text answers are gzip-compressed for clients that accept it; JPEGs are not.
+    let index_path = format!("/api/v1/videos/{key}/index");
+    let plain = http_get(port, &index_path).unwrap();
+    assert_eq!(plain.header("content-encoding"), None);
+    let gzipped = http_get_with(port, &index_path, &[("Accept-Encoding", "gzip")]).unwrap();
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
+    assert!(gzipped.body.len() * 3 < plain.body.len(), "{} → {} bytes", plain.body.len(), gzipped.body.len());
+    let mut unpacked = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gzipped.body.as_slice()), &mut unpacked).unwrap();
+    assert_eq!(unpacked, plain.body);
+    let jpeg = http_get_with(port, &format!("/api/v1/frame?video={key}&frame=1"), &[("Accept-Encoding", "gzip")]);
+    assert_eq!(jpeg.unwrap().header("content-encoding"), None);
 
     let factor = factor_for(640);
     let reference = testkit::reference::frames(&fixture.path, factor).unwrap();
