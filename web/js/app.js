@@ -268,8 +268,6 @@ class App {
       this.showError(`frame ${label.n} of ${header.video}: the JPEG could not be decoded (${error.message})`);
       return;
     }
-    const sent = this.sentAt.get(label.s);
-    if (sent !== undefined) this.stats.ready(performance.now() - sent);
     if (label.play !== undefined) {
       this.buffer.put(label.play, label.at, label.c, { bitmap, frame: label.n, seq: label.s });
       return;
@@ -284,7 +282,8 @@ class App {
   draw(i, bitmap, frame, seq) {
     const clip = this.clips[i];
     if (!clip.draw(bitmap, frame, seq)) return;
-    this.stats.drawn();
+    const sent = this.sentAt.get(seq);
+    this.stats.drawn(sent === undefined ? undefined : performance.now() - sent);
     for (const old of this.sentAt.keys()) {
       if (old < seq - 64) this.sentAt.delete(old);
       else break;

@@ -1,7 +1,5 @@
-// The numbers in the header: pictures drawn per second, latency (request
-// sent to picture decoded and ready to draw; a frame played from the buffer
-// counts when it is ready, not when its turn comes) and bytes received per
-// second, over the last few seconds.
+// The numbers in the overlay: pictures drawn per second, request-to-draw
+// latency and bytes received per second, over the last few seconds.
 
 const WINDOW_MS = 2000;
 
@@ -12,15 +10,10 @@ export class Stats {
     this.byteSamples = [];
   }
 
-  drawn() {
+  drawn(latencyMs) {
     const now = performance.now();
     this.draws.push(now);
-    this.trim(now);
-  }
-
-  ready(latencyMs) {
-    const now = performance.now();
-    this.latencies.push([now, latencyMs]);
+    if (latencyMs !== undefined) this.latencies.push([now, latencyMs]);
     this.trim(now);
   }
 
