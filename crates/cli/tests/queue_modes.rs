@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fetch_index, metric, scratch_dir, start_local, stock, IndexFrame};
+use common::{fetch_index, metric, scratch_dir, serve_generated, start_local, stock, IndexFrame};
 use serde_json::{json, Value};
 use testkit::processes::Running;
 use testkit::ws::{Answer, Client};
@@ -12,10 +12,7 @@ use testkit::ws::{Answer, Client};
 const KEY: &str = "videos/open_gop_bframes.mp4";
 
 fn setup(name: &str) -> (Running, Vec<IndexFrame>) {
-    let fixture = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
-    let root = scratch_dir(name);
-    stock(&root, std::slice::from_ref(&fixture));
-    let server = start_local(&root, &[]);
+    let (server, _) = serve_generated(name, &["open_gop_bframes.mp4"], &[]);
     let (_, index) = fetch_index(&server, KEY).unwrap();
     (server, index)
 }
@@ -156,13 +153,8 @@ fn closing_a_session_frees_its_queued_work() {
 
 #[test]
 fn idle_videos_close_and_held_ones_stay_open() {
-    let fixtures = vec![
-        testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap(),
-        testkit::fixtures::generated_named("no_bframes.mp4").unwrap(),
-    ];
-    let root = scratch_dir("queue-idle");
-    stock(&root, &fixtures);
-    let server = start_local(&root, &["--channel-idle-secs", "1"]);
+    let (server, _) =
+        serve_generated("queue-idle", &["open_gop_bframes.mp4", "no_bframes.mp4"], &["--channel-idle-secs", "1"]);
     let mut holder = connect(&server); // keeps open_gop_bframes.mp4 set
     fetch_index(&server, "videos/no_bframes.mp4").unwrap();
     assert_eq!(metric(&server, "bucket_streamer_channels"), 2.0);
@@ -245,14 +237,9 @@ fn registered_chunks_are_preloaded_and_served_whole() {
 /// session's frame arrives while the first is still far from done.
 #[test]
 fn a_busy_session_does_not_starve_another() {
-    let fixtures = vec![
-        testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap(),
-        testkit::fixtures::generated_named("no_bframes.mp4").unwrap(),
-    ];
-    let root = scratch_dir("queue-fairness");
-    stock(&root, &fixtures);
     // No frame cache: every frame of the backlog costs a decode and an encode.
-    let server = start_local(&root, &["--cache-bytes", "1"]);
+    let (server, _) =
+        serve_generated("queue-fairness", &["open_gop_bframes.mp4", "no_bframes.mp4"], &["--cache-bytes", "1"]);
     let index = fetch_index(&server, KEY).unwrap().1;
     let other_index = fetch_index(&server, "videos/no_bframes.mp4").unwrap().1;
     let backlog: Vec<Value> =

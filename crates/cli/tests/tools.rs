@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{binary, fetch_index, metric, scratch_dir, start_local, stock};
+use common::{binary, fetch_index, metric, scratch_dir, serve_generated, start_local, stock};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -18,6 +18,13 @@ fn run(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs the binary, which must succeed, and parses its standard output as JSON.
+fn run_json(args: &[&str]) -> Value {
+    let (ok, stdout, stderr) = run(args);
+    assert!(ok, "{args:?}: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {stdout}"))
 }
 
 /// The offsets file lists exactly ffprobe's packets, in the same order.
@@ -36,9 +43,7 @@ fn assert_offsets_match_ffprobe(offsets: &Value, video: &Path) {
 #[test]
 fn index_writes_offsets_identical_to_ffprobe() {
     for fixture in testkit::fixtures::all().unwrap() {
-        let (ok, stdout, stderr) = run(&["index", fixture.path.to_str().unwrap()]);
-        assert!(ok, "{}: {stderr}", fixture.name);
-        let offsets: Value = serde_json::from_str(&stdout).unwrap();
+        let offsets = run_json(&["index", fixture.path.to_str().unwrap()]);
         assert!(offsets["video_url"].as_str().unwrap().ends_with(&fixture.name));
         assert_offsets_match_ffprobe(&offsets, &fixture.path);
     }
@@ -98,16 +103,10 @@ fn convert_makes_streamable_hevc_with_offsets() {
 
 #[test]
 fn bench_reports_the_stage1_summary() {
-    let fixtures = vec![
-        testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap(),
-        testkit::fixtures::generated_named("annexb.h265").unwrap(),
-    ];
-    let root = scratch_dir("tools-bench");
-    stock(&root, &fixtures);
-    let server = start_local(&root, &[]);
+    let (server, root) = serve_generated("tools-bench", &["open_gop_bframes.mp4", "annexb.h265"], &[]);
     let url = server.ws_url();
     let saved = root.join("saved");
-    let (ok, stdout, stderr) = run(&[
+    let summary = run_json(&[
         "bench",
         "--url",
         &url,
@@ -119,8 +118,6 @@ fn bench_reports_the_stage1_summary() {
         "--output",
         saved.to_str().unwrap(),
     ]);
-    assert!(ok, "{stderr}");
-    let summary: Value = serde_json::from_str(&stdout).unwrap();
     for key in [
         "frames_requested",
         "frames_received",
@@ -145,7 +142,8 @@ fn bench_reports_the_stage1_summary() {
 
     // Frames from a Stage 1 offsets file, several clients, other patterns, text output.
     let offsets = root.join("offsets.json");
-    let (ok, stdout, _) = run(&["index", fixtures[1].path.to_str().unwrap(), "--output", offsets.to_str().unwrap()]);
+    let (ok, stdout, _) =
+        run(&["index", root.join("videos/annexb.h265").to_str().unwrap(), "--output", offsets.to_str().unwrap()]);
     assert!(ok, "{stdout}");
     let (ok, stdout, stderr) = run(&[
         "bench",
@@ -164,7 +162,7 @@ fn bench_reports_the_stage1_summary() {
     assert!(stdout.contains("Frames received:  225"), "{stdout}");
     assert!(stdout.contains("Average FPS:"), "{stdout}");
     for pattern in ["random", "scrub"] {
-        let (ok, stdout, stderr) = run(&[
+        let summary = run_json(&[
             "bench",
             "--url",
             &url,
@@ -178,12 +176,10 @@ fn bench_reports_the_stage1_summary() {
             "1",
             "--json",
         ]);
-        assert!(ok, "{pattern}: {stderr}");
-        let summary: Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(summary["frames_received"], 20, "{pattern}");
     }
     // Open loop (a dragged timeline): every position is answered, the final one with its frame.
-    let (ok, stdout, stderr) = run(&[
+    let summary = run_json(&[
         "bench",
         "--url",
         &url,
@@ -197,8 +193,6 @@ fn bench_reports_the_stage1_summary() {
         "latest",
         "--json",
     ]);
-    assert!(ok, "{stderr}");
-    let summary: Value = serde_json::from_str(&stdout).unwrap();
     let requested = summary["frames_requested"].as_u64().unwrap();
     assert!(requested > 20, "{summary}");
     assert_eq!(summary["frames_received"].as_u64().unwrap() + summary["frames_errored"].as_u64().unwrap(), requested);

@@ -50,6 +50,16 @@ pub fn start_local(root: &Path, extra: &[&str]) -> Running {
     testkit::processes::start_server(&binary(), &args, &[]).expect("server starts")
 }
 
+/// A server over a fresh storage root (`target/test-data/<dir>`) holding the
+/// generated fixtures `names` under `videos/`.
+pub fn serve_generated(dir: &str, names: &[&str], extra: &[&str]) -> (Running, PathBuf) {
+    let fixtures: Vec<Fixture> =
+        names.iter().map(|name| testkit::fixtures::generated_named(name).expect("fixture")).collect();
+    let root = scratch_dir(dir);
+    stock(&root, &fixtures);
+    (start_local(&root, extra), root)
+}
+
 /// One frame of the server's index, in presentation order.
 #[derive(Debug, Clone)]
 pub struct IndexFrame {
