@@ -319,7 +319,9 @@ class App {
     const status = $('#connection');
     status.dataset.state = state;
     status.textContent = { open: 'connected', connecting: 'connecting…', closed: 'disconnected' }[state];
-    if (state === 'closed') {
+    if (state === 'closed' && detail.startsWith('idle')) {
+      status.textContent = 'idle'; // closed by the server after a long pause; the next action reconnects
+    } else if (state === 'closed') {
       this.showError(`Connection lost, ${detail}…`, 'connection');
     } else if (state === 'open') {
       if ($('#message').dataset.kind === 'connection') this.hideError();

@@ -1,7 +1,8 @@
 // The WebSocket to the server: JSON control messages, and each Frame header
 // followed by its JPEG as a binary message. Reconnects by itself with a
 // growing delay and says so; whoever uses it re-sends what it needs when
-// `onopen` fires again.
+// `onopen` fires again. A session the server closed for being idle (code
+// 1000, "idle timeout") reconnects only when the page next sends something.
 
 export class Connection {
   constructor(url, handlers) {
@@ -24,9 +25,14 @@ export class Connection {
       this.setState('open');
     };
     socket.onmessage = (event) => this.receive(event.data);
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      if (event.code === 1000 && event.reason === 'idle timeout') {
+        this.idle = true;
+        this.setState('closed', 'idle; reconnects when used');
+        return;
+      }
       const seconds = (this.retryDelay / 1000).toFixed(1);
       this.setState('closed', `reconnecting in ${seconds} s`);
       setTimeout(() => this.open(), this.retryDelay);
@@ -45,6 +51,10 @@ export class Connection {
   }
 
   send(message) {
+    if (this.idle && !this.socket) {
+      this.idle = false;
+      this.open(); // what the page shows is re-requested once it is open
+    }
     if (!this.isOpen) return false;
     this.socket.send(JSON.stringify(message));
     return true;

@@ -82,7 +82,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         encode(&args, encoder, input, output)?;
         if args.extract_offsets {
             let source = media::FileSource::open(output)?;
-            let index = media::probe::index(&source)?;
+            let index = media::probe::index(&source, &Default::default())?;
             let offsets = offsets_json(&output.display().to_string(), &index);
             let file = PathBuf::from(format!("{}.offsets.json", output.display()));
             std::fs::write(&file, serde_json::to_string_pretty(&offsets)? + "\n")?;

@@ -53,21 +53,24 @@ pub async fn run(args: IndexArgs) -> Result<()> {
 }
 
 fn index_of(source: &dyn RangeRead) -> Result<VideoIndex> {
-    media::probe::index(source)
+    media::probe::index(source, &Default::default())
 }
 
-/// The Stage 1 offsets file, with presentation number, pts, keyframe and size added.
+/// The Stage 1 offsets file (frames in decode order), with presentation
+/// number, pts (after the edit list), keyframe and size added. Samples an
+/// edit list hides are not frames and are left out.
 pub fn offsets_json(url: &str, index: &VideoIndex) -> serde_json::Value {
     let frames: Vec<_> = index
         .samples
         .iter()
+        .filter(|sample| sample.shown)
         .map(|sample| {
             json!({
                 "offset": sample.offset,
                 "irap_offset": index.sample(sample.irap).offset,
                 "index": sample.presentation,
                 "size": sample.size,
-                "pts": sample.pts,
+                "pts": sample.time,
                 "keyframe": sample.keyframe,
             })
         })

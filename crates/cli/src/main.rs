@@ -64,6 +64,9 @@ fn main() -> ExitCode {
         Some(Command::Convert(args)) => convert::run(args),
         Some(Command::Limit { file, frames, jpeg_quality }) => limit_command(&file, frames, jpeg_quality),
     };
+    // Work still on blocking threads (an index being built, a storage read)
+    // must not hold the exit: waiting for it would ignore SIGTERM.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -6,13 +6,18 @@
 //! `ffprobe -show_packets`), and presentation order comes from each
 //! picture's POC because the stream carries no timestamps.
 
+use crate::budget::Budget;
+use crate::corrupt;
 use crate::hevc::{self, PocTracker, Pps, Sps};
 use crate::index::{Container, DecoderConfig, IndexParts, NalFormat, RawSample, VideoIndex};
 use crate::source::RangeRead;
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::HashMap;
 
 const SCAN_CHUNK: u64 = 8 * 1024 * 1024;
+/// Largest NAL unit accepted: far above any real slice, and it bounds what
+/// the scanner holds while it looks for the next start code.
+const MAX_NAL_BYTES: usize = 64 * 1024 * 1024;
 /// Raw streams carry no frame rate in the fields we parse; like FFmpeg, assume 25.
 pub const ASSUMED_FRAME_RATE: u32 = 25;
 
@@ -25,7 +30,7 @@ struct AccessUnit {
     offset: u64,
     has_picture: bool,
     keyframe: bool,
-    order: (u32, i32),
+    order: (u32, i64),
 }
 
 #[derive(Default)]
@@ -42,7 +47,7 @@ struct Scanner {
 
 impl Scanner {
     /// Handles one NAL unit whose start code begins at `offset`.
-    fn nal(&mut self, offset: u64, nal: &[u8]) -> Result<()> {
+    fn nal(&mut self, offset: u64, nal: &[u8], budget: &Budget) -> Result<()> {
         let kind = hevc::nal_type(nal);
         let opens_unit = matches!(kind, hevc::NAL_VPS..=hevc::NAL_AUD | hevc::NAL_SEI_PREFIX | 41..=44 | 48..=55);
         if (opens_unit || hevc::starts_picture(nal)) && self.unit_has_picture {
@@ -50,6 +55,7 @@ impl Scanner {
             self.unit_has_picture = false;
         }
         if !self.unit_open {
+            budget.check_samples(self.units.len() as u64 + 1)?;
             self.units.push(AccessUnit { offset, has_picture: false, keyframe: false, order: (0, 0) });
             self.unit_open = true;
         }
@@ -98,13 +104,17 @@ impl Scanner {
 }
 
 /// Feeds every NAL unit of the object to `scanner`, reading it in chunks.
-fn scan(source: &dyn RangeRead, scanner: &mut Scanner) -> Result<()> {
+fn scan(source: &dyn RangeRead, scanner: &mut Scanner, budget: &Budget) -> Result<()> {
     let size = source.size();
     let mut pending: Vec<u8> = Vec::new();
     let mut pending_offset = 0u64;
     let mut read_offset = 0u64;
     loop {
+        budget.check_time()?;
         let at_end = read_offset >= size;
+        if pending.len() > MAX_NAL_BYTES + SCAN_CHUNK as usize {
+            return Err(corrupt!("a NAL unit at byte {pending_offset} is larger than {MAX_NAL_BYTES} bytes"));
+        }
         if !at_end {
             pending.extend(source.read_range(read_offset, SCAN_CHUNK)?);
             read_offset = (read_offset + SCAN_CHUNK).min(size);
@@ -121,7 +131,7 @@ fn scan(source: &dyn RangeRead, scanner: &mut Scanner) -> Result<()> {
             }
             // Like FFmpeg's parser, a unit begins at its 3-byte start code; the
             // zero_byte of a 4-byte code stays with the unit before.
-            scanner.nal(pending_offset + code as u64, nal)?;
+            scanner.nal(pending_offset + code as u64, nal, budget)?;
         }
         if at_end {
             return Ok(());
@@ -138,12 +148,12 @@ fn scan(source: &dyn RangeRead, scanner: &mut Scanner) -> Result<()> {
     }
 }
 
-pub fn index(source: &dyn RangeRead) -> Result<VideoIndex> {
+pub fn index(source: &dyn RangeRead, budget: &Budget) -> Result<VideoIndex> {
     let mut scanner = Scanner::default();
-    scan(source, &mut scanner)?;
+    scan(source, &mut scanner, budget)?;
     let mut units: Vec<AccessUnit> = scanner.units.into_iter().filter(|unit| unit.has_picture).collect();
-    ensure!(!units.is_empty(), "no HEVC pictures found in the stream");
-    ensure!(!scanner.sps.is_empty(), "the stream has no sequence parameter set");
+    anyhow::ensure!(!units.is_empty(), "no HEVC pictures found in the stream");
+    anyhow::ensure!(!scanner.sps.is_empty(), "the stream has no sequence parameter set");
     units[0].offset = 0; // the first unit owns everything before it, as in FFmpeg
     let mut ranks: Vec<usize> = (0..units.len()).collect();
     ranks.sort_by_key(|&i| (units[i].order, i));
@@ -155,23 +165,26 @@ pub fn index(source: &dyn RangeRead) -> Result<VideoIndex> {
     let samples = units
         .iter()
         .enumerate()
-        .map(|(i, unit)| RawSample {
-            offset: unit.offset,
-            size: (units.get(i + 1).map_or(object_size, |next| next.offset) - unit.offset) as u32,
-            dts: i as i64,
-            pts: pts[i],
-            keyframe: unit.keyframe,
+        .map(|(i, unit)| {
+            let size = units.get(i + 1).map_or(object_size, |next| next.offset) - unit.offset;
+            let size = u32::try_from(size)
+                .map_err(|_| corrupt!("the access unit at byte {} is {size} bytes long", unit.offset))?;
+            Ok(RawSample { offset: unit.offset, size, dts: i as i64, pts: pts[i], keyframe: unit.keyframe })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let sps = scanner.sps.values().next().expect("checked above");
-    VideoIndex::build(IndexParts {
-        container: Container::AnnexB,
-        codec: "hevc",
-        width: sps.width,
-        height: sps.height,
-        timescale: ASSUMED_FRAME_RATE,
-        object_size,
-        decoder: DecoderConfig { extradata: scanner.parameter_sets, nal_format: NalFormat::AnnexB },
-        samples,
-    })
+    VideoIndex::build(
+        IndexParts {
+            container: Container::AnnexB,
+            codec: "hevc",
+            width: sps.width,
+            height: sps.height,
+            timescale: ASSUMED_FRAME_RATE,
+            object_size,
+            decoder: DecoderConfig { extradata: scanner.parameter_sets, nal_format: NalFormat::AnnexB },
+            samples,
+            edits: Vec::new(),
+        },
+        budget,
+    )
 }

@@ -114,6 +114,9 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps> {
     r.skip(1)?; // sps_temporal_id_nesting_flag
     skip_profile_tier_level(&mut r, max_sub_layers_minus1)?;
     let id = r.ue()?;
+    if id > 15 {
+        bail!("invalid sps_seq_parameter_set_id {id}");
+    }
     let chroma_format_idc = r.ue()?;
     if chroma_format_idc > 3 {
         bail!("invalid chroma_format_idc {chroma_format_idc}");
@@ -164,6 +167,9 @@ pub fn parse_pps(nal: &[u8]) -> Result<Pps> {
     let mut r = BitReader::new(&rbsp);
     let id = r.ue()?;
     let sps_id = r.ue()?;
+    if id > 63 || sps_id > 15 {
+        bail!("invalid parameter set ids (pps {id}, sps {sps_id})");
+    }
     let _dependent_slice_segments_enabled = r.bit()?;
     let output_flag_present = r.bit()?;
     let num_extra_slice_header_bits = r.bits(3)?;
@@ -208,7 +214,9 @@ pub fn parse_first_slice<'p>(nal: &[u8], lookup: impl Fn(u32) -> Option<(&'p Pps
 /// sequence counter so that presentation order survives POC resets.
 #[derive(Debug, Default)]
 pub struct PocTracker {
-    prev_tid0_poc: i32,
+    /// 64 bits: a crafted stream can move the POC by 2^15 every other
+    /// picture, which would overflow 32 bits within 65,536 pictures.
+    prev_tid0_poc: i64,
     sequence: u32,
     started: bool,
     after_end_of_sequence: bool,
@@ -221,16 +229,16 @@ impl PocTracker {
     }
 
     /// Returns `(coded video sequence number, POC)` of the next picture.
-    pub fn next(&mut self, nal: &[u8], slice: &SliceInfo, log2_max_poc_lsb: u32) -> (u32, i32) {
+    pub fn next(&mut self, nal: &[u8], slice: &SliceInfo, log2_max_poc_lsb: u32) -> (u32, i64) {
         let kind = nal_type(nal);
         let new_sequence = is_irap(kind) && (kind != NAL_CRA || !self.started || self.after_end_of_sequence);
         if new_sequence && self.started {
-            self.sequence += 1;
+            self.sequence = self.sequence.saturating_add(1);
         }
         self.started = true;
         self.after_end_of_sequence = false;
-        let max_lsb = 1i32 << log2_max_poc_lsb;
-        let lsb = slice.poc_lsb as i32;
+        let max_lsb = 1i64 << log2_max_poc_lsb;
+        let lsb = i64::from(slice.poc_lsb);
         let msb = if new_sequence {
             0
         } else {

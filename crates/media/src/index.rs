@@ -5,7 +5,8 @@
 //! everything the server does per frame is a lookup here. Samples are kept in
 //! decode order, the order a decoder must be fed.
 
-use crate::hevc;
+use crate::budget::Budget;
+use crate::{corrupt, hevc};
 use anyhow::Result;
 use serde::Serialize;
 
@@ -39,9 +40,15 @@ pub struct Sample {
     /// Byte offset of the sample in the object.
     pub offset: u64,
     pub size: u32,
-    /// Decode and presentation timestamps in `VideoIndex::timescale` units.
+    /// Decode and composition timestamps in `VideoIndex::timescale` units,
+    /// as the container stores them (the decoder's output is matched by `pts`).
     pub dts: i64,
     pub pts: i64,
+    /// When the frame is shown, after the edit list (`pts` when there is none).
+    pub time: i64,
+    /// Shown to viewers; false for samples an edit list hides (decoded only
+    /// as references for the frames after them, never a frame of the index).
+    pub shown: bool,
     /// Random access point (IRAP): decoding can start here.
     pub keyframe: bool,
     /// Decode-order position of the IRAP this sample's group of pictures starts with.
@@ -50,15 +57,29 @@ pub struct Sample {
     /// sample: its IRAP, or the IRAP before that for leading pictures, whose
     /// references may lie in the previous group of pictures (open GOP).
     pub decode_from: u32,
-    /// Position in presentation order.
+    /// Position in presentation order (frame number); meaningful only when `shown`.
     pub presentation: u32,
 }
 
 impl Sample {
+    /// End of the sample's bytes; the index guarantees it lies within the object.
     pub fn end(&self) -> u64 {
         self.offset + u64::from(self.size)
     }
 }
+
+/// One edit of an MP4 edit list (`elst`), in the track's timescale: the
+/// media from `media_time` on, for `duration` (to the end when `None`), is
+/// shown from `presentation_start` on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edit {
+    pub media_time: i64,
+    pub duration: Option<i64>,
+    pub presentation_start: i64,
+}
+
+/// Most edits honoured in one edit list (every sample is checked against each).
+pub const MAX_EDITS: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct VideoIndex {
@@ -73,8 +94,11 @@ pub struct VideoIndex {
     pub decoder: DecoderConfig,
     /// Decode order.
     pub samples: Vec<Sample>,
-    /// Sample positions (decode order) listed in presentation order.
+    /// Shown sample positions (decode order) listed in presentation order.
     pub presentation_order: Vec<u32>,
+    /// Offsets of samples the listed file promises but does not hold
+    /// (a recording cut short), sorted: asked for, they are `truncated`.
+    pub truncated_offsets: Vec<u64>,
     /// Sample positions sorted by byte offset, for offset lookups.
     by_offset: Vec<u32>,
 }
@@ -99,21 +123,36 @@ pub struct IndexParts {
     pub object_size: u64,
     pub decoder: DecoderConfig,
     pub samples: Vec<RawSample>,
+    /// The track's edit list; empty when it has none (every sample shown at its `pts`).
+    pub edits: Vec<Edit>,
 }
 
 impl VideoIndex {
-    /// Derives GOP structure and presentation order from raw samples in decode order.
-    pub fn build(parts: IndexParts) -> Result<Self> {
-        anyhow::ensure!(!parts.samples.is_empty(), "the video track has no samples");
-        for raw in &parts.samples {
-            anyhow::ensure!(
-                raw.offset + u64::from(raw.size) <= parts.object_size,
-                "sample at byte {} (size {}) lies past the end of the object ({} bytes): truncated file?",
-                raw.offset,
-                raw.size,
-                parts.object_size
-            );
+    /// Derives GOP structure and presentation order from raw samples in
+    /// decode order. Samples whose bytes lie past the end of the object (a
+    /// recording cut short) end the stream there: the complete ones before
+    /// them are served, the rest are listed as truncated.
+    pub fn build(mut parts: IndexParts, budget: &Budget) -> Result<Self> {
+        budget.check_samples(parts.samples.len() as u64)?;
+        if parts.edits.len() > MAX_EDITS {
+            return Err(crate::budget::OverBudget(format!(
+                "an edit list of {} entries (at most {MAX_EDITS} are honoured)",
+                parts.edits.len()
+            ))
+            .into());
         }
+        let object_size = parts.object_size;
+        let complete =
+            |raw: &RawSample| raw.offset.checked_add(u64::from(raw.size)).is_some_and(|end| end <= object_size);
+        let mut truncated_offsets = Vec::new();
+        if let Some(cut) = parts.samples.iter().position(|raw| !complete(raw)) {
+            truncated_offsets = parts.samples.split_off(cut).iter().map(|raw| raw.offset).collect();
+            truncated_offsets.sort_unstable();
+            if parts.samples.is_empty() {
+                return Err(corrupt!("the file is truncated before its first complete frame"));
+            }
+        }
+        anyhow::ensure!(!parts.samples.is_empty(), "the video track has no samples");
         let mut samples = Vec::with_capacity(parts.samples.len());
         let mut current_irap: Option<u32> = None;
         let mut previous_irap: Option<u32> = None;
@@ -129,19 +168,26 @@ impl VideoIndex {
             let irap_pts = parts.samples[irap as usize].pts;
             let leading = !raw.keyframe && raw.pts < irap_pts;
             let decode_from = if leading { previous_irap.unwrap_or(irap) } else { irap };
+            let time = shown_at(&parts.edits, raw.pts);
             samples.push(Sample {
                 offset: raw.offset,
                 size: raw.size,
                 dts: raw.dts,
                 pts: raw.pts,
+                time: time.unwrap_or(raw.pts),
+                shown: time.is_some(),
                 keyframe: raw.keyframe,
                 irap,
                 decode_from,
-                presentation: 0,
+                presentation: u32::MAX,
             });
         }
-        let mut presentation_order: Vec<u32> = (0..samples.len() as u32).collect();
-        presentation_order.sort_by_key(|&position| (samples[position as usize].pts, position));
+        let mut presentation_order: Vec<u32> =
+            (0..samples.len() as u32).filter(|&position| samples[position as usize].shown).collect();
+        if presentation_order.is_empty() {
+            return Err(corrupt!("the edit list hides every frame"));
+        }
+        presentation_order.sort_by_key(|&position| (samples[position as usize].time, position));
         for (rank, &position) in presentation_order.iter().enumerate() {
             samples[position as usize].presentation = rank as u32;
         }
@@ -157,6 +203,7 @@ impl VideoIndex {
             decoder: parts.decoder,
             samples,
             presentation_order,
+            truncated_offsets,
             by_offset,
         })
     }
@@ -177,16 +224,40 @@ impl VideoIndex {
         Some((position, self.sample(position)))
     }
 
-    /// Average frame rate from the presentation timestamps, as frames per second.
+    /// Whether `offset` starts a sample the file promises but does not hold.
+    pub fn is_truncated_at(&self, offset: u64) -> bool {
+        self.truncated_offsets.binary_search(&offset).is_ok()
+    }
+
+    /// Frames shown to viewers (samples an edit list hides are not frames).
+    pub fn frame_count(&self) -> usize {
+        self.presentation_order.len()
+    }
+
+    /// Average frame rate from the presentation times, as frames per second.
     pub fn frame_rate(&self) -> f64 {
-        let count = self.samples.len();
-        let first = self.sample(self.presentation_order[0]).pts;
-        let last = self.sample(self.presentation_order[count - 1]).pts;
+        let count = self.presentation_order.len();
+        let first = self.sample(self.presentation_order[0]).time;
+        let last = self.sample(self.presentation_order[count - 1]).time;
         if count < 2 || last <= first {
             return 0.0;
         }
         (count - 1) as f64 * f64::from(self.timescale) / (last - first) as f64
     }
+}
+
+/// When a sample with composition time `pts` is shown under `edits`, or
+/// `None` when no edit shows it. Without an edit list every sample is shown
+/// at its own time. Each sample is shown by the first edit that covers it.
+fn shown_at(edits: &[Edit], pts: i64) -> Option<i64> {
+    if edits.is_empty() {
+        return Some(pts);
+    }
+    edits.iter().find_map(|edit| {
+        let into = pts.checked_sub(edit.media_time)?;
+        let inside = into >= 0 && edit.duration.is_none_or(|duration| into < duration);
+        inside.then(|| edit.presentation_start.saturating_add(into))
+    })
 }
 
 /// Reads `(width, height)` from the SPS among `nals`, if there is one.

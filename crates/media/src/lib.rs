@@ -8,6 +8,7 @@
 
 mod annexb;
 mod bits;
+pub mod budget;
 pub mod colour;
 pub mod decoder;
 pub mod hevc;
@@ -18,6 +19,7 @@ pub mod player;
 pub mod probe;
 pub mod source;
 
+pub use budget::{Budget, Corrupt, OverBudget};
 pub use decoder::Threading;
 pub use ffmpeg_next::frame::Video as Picture;
 pub use index::{Container, Sample, VideoIndex};

@@ -12,7 +12,7 @@ const MAX_FRAMES_PER_FILE: usize = 60;
 
 fn check(fixture: &testkit::fixtures::Fixture) {
     let source = FileSource::open(&fixture.path).unwrap();
-    let index = media::probe::index(&source).unwrap();
+    let index = media::probe::index(&source, &Default::default()).unwrap();
     let factor = factor_for(index.width as usize);
     let reference = testkit::reference::frames(&fixture.path, factor).unwrap();
     assert_eq!(reference.len(), index.samples.len(), "{}: frame count", fixture.name);

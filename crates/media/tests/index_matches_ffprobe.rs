@@ -5,7 +5,8 @@ use media::{FileSource, VideoIndex};
 
 fn check(fixture: &testkit::fixtures::Fixture) {
     let source = FileSource::open(&fixture.path).unwrap();
-    let index: VideoIndex = media::probe::index(&source).unwrap_or_else(|e| panic!("{}: {e:#}", fixture.name));
+    let index: VideoIndex =
+        media::probe::index(&source, &Default::default()).unwrap_or_else(|e| panic!("{}: {e:#}", fixture.name));
     let packets = testkit::reference::packets(&fixture.path).unwrap();
     assert_eq!(index.samples.len(), packets.len(), "{}: sample count", fixture.name);
     for (position, (sample, packet)) in index.samples.iter().zip(&packets).enumerate() {

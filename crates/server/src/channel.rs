@@ -44,6 +44,12 @@ pub enum OpenError {
     Storage(#[from] StorageError),
     #[error("{path} is not a playable video: {reason}")]
     NotVideo { path: String, reason: String },
+    /// The container's own sizes, counts or offsets do not fit together.
+    #[error("{path} is damaged: {reason}")]
+    Corrupt { path: String, reason: String },
+    /// Indexing would take more time or memory than allowed.
+    #[error("{path} cannot be opened: {reason}")]
+    TooLarge { path: String, reason: String },
     #[error("{0}")]
     Refused(String),
 }
@@ -54,7 +60,25 @@ impl OpenError {
         match self {
             OpenError::Storage(storage) => storage.code(),
             OpenError::NotVideo { .. } => "not_a_video",
+            OpenError::Corrupt { .. } => "corrupt",
+            OpenError::TooLarge { .. } => "too_large",
             OpenError::Refused(_) => "busy",
+        }
+    }
+
+    /// Classifies an indexing failure by the typed error at its root.
+    fn from_indexing(path: &str, error: anyhow::Error) -> Self {
+        let path = path.to_string();
+        let reason = format!("{error:#}");
+        if error.chain().any(|cause| cause.is::<media::Corrupt>()) {
+            return OpenError::Corrupt { path, reason };
+        }
+        if error.chain().any(|cause| cause.is::<media::OverBudget>()) {
+            return OpenError::TooLarge { path, reason };
+        }
+        match error.downcast::<StorageError>() {
+            Ok(storage_error) => OpenError::Storage(storage_error),
+            Err(_) => OpenError::NotVideo { path, reason },
         }
     }
 }
@@ -72,6 +96,10 @@ const READ_AHEAD_BYTES: u64 = 8 << 20;
 const READ_AHEAD_SAMPLES: u32 = 16;
 /// Frames decoded and encoded ahead of a sequential reader.
 const PREFETCH_FRAMES: u32 = 4;
+/// Largest run of bytes one frame may need (its IRAP to itself). Real GOPs
+/// are far smaller; a crafted index could otherwise make one request read a
+/// whole multi-gigabyte object into memory.
+const MAX_SPAN_BYTES: u64 = 256 << 20;
 
 /// What all channels of the process share.
 pub struct Shared {
@@ -80,6 +108,8 @@ pub struct Shared {
     /// JPEG encodes allowed at once, requested frames first.
     pub encode_slots: EncodeSlots,
     pub threading: Threading,
+    /// Time allowed to index one video.
+    pub index_time: std::time::Duration,
 }
 
 pub struct Channel {
@@ -121,19 +151,21 @@ impl Channel {
         };
         let text = path.text.clone();
         let threading = shared.threading;
+        let budget = media::Budget::new(shared.index_time, media::budget::DEFAULT_MAX_SAMPLES);
         let built = tokio::task::spawn_blocking(move || {
-            let index = media::probe::index(&object)?;
+            let index = media::probe::index(&object, &budget)?;
             let player = Player::new(&index, threading, KEPT_PICTURE_BYTES)?;
             anyhow::Ok((index, player))
         })
         .await
-        .map_err(|e| OpenError::NotVideo { path: text.clone(), reason: format!("indexing crashed: {e}") })?;
-        let (index, player) = built.map_err(|error| match error.downcast::<StorageError>() {
-            Ok(storage_error) => OpenError::Storage(storage_error),
-            Err(other) => OpenError::NotVideo { path: text.clone(), reason: format!("{other:#}") },
-        })?;
+        .map_err(|e| OpenError::Corrupt { path: text.clone(), reason: format!("indexing crashed: {e}") })?;
+        let (index, player) = built.map_err(|error| OpenError::from_indexing(&text, error))?;
         let index = Arc::new(index);
-        let decoder = DecodeThread::start(format!("decode-{id}"), index.clone(), player, |count| {
+        let rebuild = {
+            let index = index.clone();
+            move || Player::new(&index, threading, KEPT_PICTURE_BYTES)
+        };
+        let decoder = DecodeThread::start(format!("decode-{id}"), index.clone(), player, rebuild, |count| {
             metrics::counter!(FRAMES_DECODED).increment(count)
         })
         .map_err(|e| OpenError::Refused(format!("cannot start a decoder thread: {e}")))?;
@@ -166,8 +198,15 @@ impl Channel {
         format!("\"{hash:016x}\"")
     }
 
+    /// Whether this video's decoder can still take work (a decoder that
+    /// could not be rebuilt after a crash cannot; the video is then reopened).
+    pub fn is_usable(&self) -> bool {
+        self.decoder.is_running()
+    }
+
     /// The frames (decode positions, in presentation order) of the IRAP section
-    /// that starts at decode position `irap`: its GOP in decode order.
+    /// that starts at decode position `irap`: its GOP in decode order, without
+    /// samples an edit list hides.
     pub fn section(&self, irap: u32) -> Vec<u32> {
         let mut positions: Vec<u32> = self
             .index
@@ -176,6 +215,7 @@ impl Channel {
             .enumerate()
             .skip(irap as usize)
             .take_while(|(position, sample)| *position == irap as usize || !sample.keyframe)
+            .filter(|(_, sample)| sample.shown)
             .map(|(position, _)| position as u32)
             .collect();
         positions.sort_by_key(|&position| self.index.sample(position).presentation);
@@ -209,6 +249,15 @@ impl Channel {
     pub fn resolve(&self, offset: u64, irap_offset: Option<u64>) -> Result<u32, FrameFailure> {
         let index = &self.index;
         let Some(position) = index.position_at(offset) else {
+            if index.is_truncated_at(offset) {
+                return Err(FrameFailure::new(
+                    "truncated",
+                    format!(
+                        "the recording {} is cut short: the frame at offset {offset} is not complete",
+                        self.path.text
+                    ),
+                ));
+            }
             let last_end = index.samples.iter().map(|s| s.end()).max().unwrap_or(0);
             if offset >= last_end {
                 return Err(FrameFailure::new(
@@ -224,6 +273,12 @@ impl Channel {
                 format!("offset {offset} is not the start of a frame in {}", self.path.text),
             ));
         };
+        if !index.sample(position).shown {
+            return Err(FrameFailure::new(
+                "not_a_frame",
+                format!("offset {offset} is a sample the edit list of {} hides, not a frame", self.path.text),
+            ));
+        }
         if let Some(irap_offset) = irap_offset {
             let Some(irap) = index.position_at(irap_offset) else {
                 return Err(FrameFailure::new(
@@ -333,6 +388,15 @@ impl Channel {
         urgency: Urgency,
     ) -> Result<Bytes, FrameFailure> {
         let needed = Player::required_bytes(&self.index, position);
+        if needed.end - needed.start > MAX_SPAN_BYTES {
+            return Err(FrameFailure::new(
+                "too_large",
+                format!(
+                    "decoding this frame needs {} bytes from its keyframe on, more than the {MAX_SPAN_BYTES} allowed",
+                    needed.end - needed.start
+                ),
+            ));
+        }
         let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
         let span = self.span_covering(needed, wanted_end).await?;
         let decode_timer = Timer::new(DECODE_SECONDS);

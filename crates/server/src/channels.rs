@@ -75,7 +75,11 @@ impl Channels {
     fn slot(&self, key: &str) -> Result<Slot, OpenError> {
         let mut slots = self.slots.lock().expect("channel map lock");
         if let Some(slot) = slots.get(key) {
-            return Ok(slot.clone());
+            if slot.get().is_none_or(|channel| channel.is_usable()) {
+                return Ok(slot.clone());
+            }
+            // Its decoder died and could not be rebuilt: open the video afresh.
+            slots.remove(key);
         }
         if slots.len() >= self.limit {
             // Close videos nobody holds: only this map refers to them.

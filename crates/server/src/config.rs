@@ -108,6 +108,30 @@ pub struct ServeArgs {
     /// Seconds before a storage request is abandoned (after retries).
     #[arg(long, env = "STORAGE_TIMEOUT_SECS", default_value_t = 30)]
     pub storage_timeout_secs: u64,
+
+    /// Bytes of frames a session may have produced but not yet sent; the
+    /// session's work waits beyond it until the client reads.
+    #[arg(long, env = "SESSION_BUFFER_BYTES", default_value_t = 16 << 20)]
+    pub session_buffer_bytes: usize,
+
+    /// Seconds a client may take to read what it was sent or to answer a
+    /// ping before its session is closed (close code 1008).
+    #[arg(long, env = "CLIENT_TIMEOUT_SECS", default_value_t = 30)]
+    pub client_timeout_secs: u64,
+
+    /// Seconds between WebSocket pings to each client.
+    #[arg(long, env = "PING_INTERVAL_SECS", default_value_t = 15)]
+    pub ping_interval_secs: u64,
+
+    /// Seconds a session may send nothing before it is closed (close code
+    /// 1000, "idle timeout"); 0 keeps idle sessions open.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 900)]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds allowed to index one video (read its header, build the frame
+    /// table); a file that takes longer is refused as `too_large`.
+    #[arg(long, env = "INDEX_TIMEOUT_SECS", default_value_t = 60)]
+    pub index_timeout_secs: u64,
 }
 
 /// A `--decoder-threading` value.
@@ -136,6 +160,15 @@ impl ServeArgs {
     pub fn encode_threads(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         self.encode_threads.unwrap_or(cores - 1).max(1)
+    }
+
+    /// How sessions time out (see `session.rs`).
+    pub fn session_timeouts(&self) -> crate::session::Timeouts {
+        crate::session::Timeouts {
+            client: std::time::Duration::from_secs(self.client_timeout_secs),
+            ping_every: std::time::Duration::from_secs(self.ping_interval_secs),
+            idle: (self.idle_timeout_secs > 0).then(|| std::time::Duration::from_secs(self.idle_timeout_secs)),
+        }
     }
 
     /// Checks combinations clap cannot express; the error is one line.
@@ -170,6 +203,10 @@ impl ServeArgs {
         anyhow::ensure!(self.max_open_videos > 0, "--max-open-videos must be at least 1");
         anyhow::ensure!(self.storage_timeout_secs > 0, "--storage-timeout-secs must be at least 1");
         anyhow::ensure!(self.channel_idle_secs > 0, "--channel-idle-secs must be at least 1");
+        anyhow::ensure!(self.index_timeout_secs > 0, "--index-timeout-secs must be at least 1");
+        anyhow::ensure!(self.client_timeout_secs > 0, "--client-timeout-secs must be at least 1");
+        anyhow::ensure!(self.ping_interval_secs > 0, "--ping-interval-secs must be at least 1");
+        anyhow::ensure!(self.session_buffer_bytes > 0, "--session-buffer-bytes must be at least 1");
         Ok(())
     }
 }

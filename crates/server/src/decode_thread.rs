@@ -7,11 +7,19 @@
 //! decoded when urgent work arrives stops at the next sample (the decoder
 //! stays positioned) so the request waits at most one sample's decode.
 //! The thread ends when the `DecodeThread` is dropped.
+//!
+//! A panic while decoding (a bug meeting a file nobody foresaw) is caught on
+//! this thread: that job is answered with an error and the player is rebuilt
+//! from the index, so the video keeps serving. If even that fails the thread
+//! stops, answers everything queued, and refuses new work at once; the
+//! channel then reports itself unusable and is reopened. No job is ever left
+//! waiting on a thread that is gone.
 
-use crate::metrics::PREFETCH_YIELDS;
+use crate::metrics::{DECODER_PANICS, PREFETCH_YIELDS};
 use crate::urgency::Urgency;
 use media::{DecodeError, Picture, Player, Span, VideoIndex};
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::oneshot;
@@ -54,29 +62,55 @@ pub struct DecodeThread {
 }
 
 impl DecodeThread {
-    /// Starts the thread; `on_decoded` is told how many pictures each job produced.
+    /// Starts the thread. `rebuild` makes a fresh player after a panic;
+    /// `on_decoded` is told how many pictures each job produced.
     pub fn start(
         name: String,
         index: Arc<VideoIndex>,
         mut player: Player,
+        rebuild: impl Fn() -> anyhow::Result<Player> + Send + 'static,
         on_decoded: impl Fn(u64) + Send + 'static,
     ) -> std::io::Result<Self> {
         let jobs = Arc::new(Jobs::default());
         let queue = jobs.clone();
         std::thread::Builder::new().name(name).spawn(move || {
             while let Some(job) = queue.wait_for_job() {
-                let before = player.pictures_decoded();
-                let by_client = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
-                let yields = || !job.urgency.is_urgent() && queue.queue.lock().expect("decode queue").urgent_waiting();
-                let result = player.picture(&index, job.position, &job.span, &|| by_client() || yields());
-                on_decoded(player.pictures_decoded() - before);
-                if matches!(result, Err(DecodeError::Cancelled)) && !by_client() {
-                    metrics::counter!(PREFETCH_YIELDS).increment(1);
-                }
+                let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let before = player.pictures_decoded();
+                    let by_client = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
+                    let yields = || !job.urgency.is_urgent() && queue.lock().urgent_waiting();
+                    let result = player.picture(&index, job.position, &job.span, &|| by_client() || yields());
+                    on_decoded(player.pictures_decoded() - before);
+                    if matches!(result, Err(DecodeError::Cancelled)) && !by_client() {
+                        metrics::counter!(PREFETCH_YIELDS).increment(1);
+                    }
+                    result
+                }));
+                let panicked = decoded.is_err();
+                let result = decoded.unwrap_or_else(|_| {
+                    metrics::counter!(DECODER_PANICS).increment(1);
+                    tracing::error!(position = job.position, "the decoder panicked; rebuilding it");
+                    Err(DecodeError::Failed(anyhow::anyhow!("the decoder failed on this frame and was restarted")))
+                });
                 let _ = job.reply.send(result);
+                if panicked {
+                    match rebuild() {
+                        Ok(fresh) => player = fresh,
+                        Err(error) => {
+                            tracing::error!("cannot rebuild the decoder: {error:#}");
+                            queue.stop();
+                            return;
+                        }
+                    }
+                }
             }
         })?;
         Ok(Self { jobs })
+    }
+
+    /// False once the thread has stopped taking work.
+    pub fn is_running(&self) -> bool {
+        !self.jobs.lock().stopped
     }
 
     /// Decodes the sample at `position` from `span`. The job is queued by
@@ -91,7 +125,12 @@ impl DecodeThread {
         urgency: Urgency,
     ) -> impl std::future::Future<Output = Result<Picture, DecodeError>> {
         let (reply, answer) = oneshot::channel();
-        self.jobs.queue.lock().expect("decode queue").jobs.push_back(Job { position, span, cancel, urgency, reply });
+        let mut queue = self.jobs.lock();
+        // A stopped thread takes no work: dropping the job answers it at once.
+        if !queue.stopped {
+            queue.jobs.push_back(Job { position, span, cancel, urgency, reply });
+        }
+        drop(queue);
         self.jobs.arrived.notify_one();
         async move {
             answer
@@ -102,9 +141,21 @@ impl DecodeThread {
 }
 
 impl Jobs {
+    /// The queue; a panic elsewhere while it was held leaves it usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes no more work and answers what is queued (its waiters see the thread gone).
+    fn stop(&self) {
+        let mut queue = self.lock();
+        queue.stopped = true;
+        queue.jobs.clear();
+    }
+
     /// Blocks until there is a job; `None` once the channel is gone.
     fn wait_for_job(&self) -> Option<Job> {
-        let mut queue = self.queue.lock().expect("decode queue");
+        let mut queue = self.lock();
         loop {
             if let Some(job) = queue.next() {
                 return Some(job);
@@ -112,14 +163,14 @@ impl Jobs {
             if queue.stopped {
                 return None;
             }
-            queue = self.arrived.wait(queue).expect("decode queue");
+            queue = self.arrived.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 }
 
 impl Drop for DecodeThread {
     fn drop(&mut self) {
-        self.jobs.queue.lock().expect("decode queue").stopped = true;
+        self.jobs.lock().stopped = true;
         self.jobs.arrived.notify_one();
     }
 }
@@ -133,10 +184,14 @@ mod tests {
 
     /// A decode thread over a whole file held in memory.
     fn open(path: &std::path::Path) -> (DecodeThread, Arc<VideoIndex>, Span) {
-        let index = Arc::new(media::probe::index(&FileSource::open(path).unwrap()).unwrap());
+        let index = Arc::new(media::probe::index(&FileSource::open(path).unwrap(), &Default::default()).unwrap());
         let player = Player::new(&index, Threading::Single, 24 << 20).unwrap();
         let span = Span::new(0, std::fs::read(path).unwrap().into());
-        (DecodeThread::start("decode-test".into(), index.clone(), player, |_| {}).unwrap(), index, span)
+        let rebuild = {
+            let index = index.clone();
+            move || Player::new(&index, Threading::Single, 24 << 20)
+        };
+        (DecodeThread::start("decode-test".into(), index.clone(), player, rebuild, |_| {}).unwrap(), index, span)
     }
 
     /// Decode positions of the last sample of each GOP, last GOP first: every
@@ -222,7 +277,7 @@ mod tests {
         let prefetch = decoder.picture(gop_end, span.clone(), None, Urgency::ahead());
         // Wait until the thread has taken it (a 25-picture 1080p decode then
         // takes well over 100 ms, so the request arrives while it runs).
-        while !decoder.jobs.queue.lock().unwrap().jobs.is_empty() {
+        while !decoder.jobs.lock().jobs.is_empty() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let requested = decoder.picture(0, span.clone(), None, Urgency::requested());
@@ -232,5 +287,21 @@ mod tests {
         // The interrupted frame can still be decoded afterwards.
         let again = decoder.picture(gop_end, span, None, Urgency::ahead()).await.expect("decodes later");
         assert_eq!(again.pts(), Some(index.sample(gop_end).pts));
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_decoding_answers_the_job_and_the_video_keeps_serving() {
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let (decoder, index, span) = open(&video.path);
+        // A position past the index panics inside the player (an index out of
+        // bounds): the stand-in for any bug a crafted file might reach.
+        let crashed = decoder.picture(u32::MAX, span.clone(), None, Urgency::requested()).await;
+        match crashed {
+            Err(DecodeError::Failed(error)) => assert!(error.to_string().contains("restarted"), "{error}"),
+            other => panic!("a panic must answer the job with an error, got {:?}", other.map(|p| p.pts())),
+        }
+        assert!(decoder.is_running(), "the player is rebuilt, the thread keeps serving");
+        let picture = decoder.picture(5, span, None, Urgency::requested()).await.expect("the next job is served");
+        assert_eq!(picture.pts(), Some(index.sample(5).pts));
     }
 }

@@ -26,6 +26,7 @@ struct Document<'a> {
 #[derive(Serialize)]
 struct Row {
     index: u32,
+    /// `pts` is the presentation timestamp after the edit list, in `timescale` units.
     offset: u64,
     irap_offset: u64,
     size: u32,
@@ -38,7 +39,7 @@ struct Row {
 pub fn render(channel: &Channel) -> Bytes {
     let index = &channel.index;
     let timescale = f64::from(index.timescale);
-    let first_pts = index.frame(0).map_or(0, |(_, sample)| sample.pts);
+    let first_time = index.frame(0).map_or(0, |(_, sample)| sample.time);
     let frames = index
         .presentation_order
         .iter()
@@ -50,8 +51,8 @@ pub fn render(channel: &Channel) -> Bytes {
                 offset: sample.offset,
                 irap_offset: index.sample(sample.irap).offset,
                 size: sample.size,
-                pts: sample.pts,
-                time: (sample.pts - first_pts) as f64 / timescale,
+                pts: sample.time,
+                time: (sample.time - first_time) as f64 / timescale,
                 keyframe: sample.keyframe,
             }
         })

@@ -14,6 +14,7 @@ pub mod frame_cache;
 pub mod index_document;
 pub mod metrics;
 pub mod protocol;
+pub mod readiness;
 pub mod routes;
 pub mod scheduler;
 pub mod session;
@@ -35,6 +36,7 @@ pub struct AppState {
     pub channels: Channels,
     pub sessions: Arc<AtomicUsize>,
     pub metrics: PrometheusHandle,
+    pub readiness: Arc<readiness::Readiness>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -52,17 +54,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 frames: frame_cache::FrameCache::new(args.cache_bytes),
                 encode_slots: encode_slots::EncodeSlots::new(args.encode_threads()),
                 threading: args.decoder_threading.0,
+                index_time: std::time::Duration::from_secs(args.index_timeout_secs),
             },
             args.max_open_videos,
         ),
         sessions: Arc::new(AtomicUsize::new(0)),
         metrics: metrics::install(),
+        readiness: Arc::default(),
         args,
     });
     let reaper = tokio::spawn(close_idle_channels(state.clone()));
-    tracing::info!(%address, storage = %storage.url_of(&storage.parse_path("x")?).trim_end_matches('x'), "listening");
+    let readiness = tokio::spawn(state.readiness.clone().watch(storage.clone()));
+    tracing::info!(%address, storage = %storage.describe(), "listening");
     axum::serve(listener, routes::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
     reaper.abort();
+    readiness.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -11,11 +11,14 @@ pub const FRAMES_DECODED: &str = "bucket_streamer_frames_decoded_total";
 pub const CACHE_HITS: &str = "bucket_streamer_cache_hits_total";
 pub const CACHE_JOINS: &str = "bucket_streamer_cache_joins_total";
 pub const PREFETCH_YIELDS: &str = "bucket_streamer_prefetch_yields_total";
+pub const DECODER_PANICS: &str = "bucket_streamer_decoder_panics_total";
 pub const FETCH_SECONDS: &str = "bucket_streamer_fetch_seconds";
 pub const DECODE_SECONDS: &str = "bucket_streamer_decode_seconds";
 pub const ENCODE_SECONDS: &str = "bucket_streamer_encode_seconds";
 pub const SESSIONS: &str = "bucket_streamer_sessions";
+pub const SESSIONS_CLOSED: &str = "bucket_streamer_sessions_closed_total";
 pub const CHANNELS: &str = "bucket_streamer_channels";
+pub const READY: &str = "bucket_streamer_ready";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn install() -> PrometheusHandle {
@@ -39,6 +42,7 @@ fn describe() {
     metrics::describe_counter!(STORAGE_READ_BYTES, "Bytes read from storage");
     metrics::describe_counter!(FRAMES_SERVED, "Frames sent to clients");
     metrics::describe_counter!(PREFETCH_YIELDS, "Prefetch decodes stopped so a requested frame could go first");
+    metrics::describe_counter!(DECODER_PANICS, "Decoder panics caught (the job failed, the decoder was rebuilt)");
     metrics::describe_counter!(FRAME_ERRORS, "Frame requests answered with an error, by reason");
     metrics::describe_counter!(FRAMES_DECODED, "Pictures produced by the decoders");
     metrics::describe_counter!(CACHE_HITS, "Frames served from the encoded-frame cache");
@@ -50,7 +54,30 @@ fn describe() {
     );
     metrics::describe_histogram!(ENCODE_SECONDS, "Colour conversion and JPEG encoding of one frame, seconds");
     metrics::describe_gauge!(SESSIONS, "Open WebSocket sessions");
+    metrics::describe_counter!(SESSIONS_CLOSED, "Sessions the server closed, by reason (not reading, idle, too big)");
     metrics::describe_gauge!(CHANNELS, "Videos open in this process");
+    metrics::describe_gauge!(READY, "1 when storage answers and the process takes traffic, else 0");
+    // Every series exists from the first scrape, so dashboards and rate() work on a fresh pod.
+    for counter in [
+        STORAGE_REQUESTS,
+        STORAGE_READ_BYTES,
+        FRAMES_SERVED,
+        FRAME_ERRORS,
+        FRAMES_DECODED,
+        CACHE_HITS,
+        CACHE_JOINS,
+        PREFETCH_YIELDS,
+        DECODER_PANICS,
+        SESSIONS_CLOSED,
+    ] {
+        metrics::counter!(counter).absolute(0);
+    }
+    for gauge in [SESSIONS, CHANNELS, READY] {
+        metrics::gauge!(gauge).set(0.0);
+    }
+    for histogram in [FETCH_SECONDS, DECODE_SECONDS, ENCODE_SECONDS] {
+        let _ = metrics::histogram!(histogram);
+    }
 }
 
 /// Records the time until it is dropped into a histogram.

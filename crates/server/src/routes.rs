@@ -24,7 +24,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/web/{*path}", get(crate::web::file))
         .route("/health", get(|| async { "ok" }))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+        .route("/readyz", get(ready))
         .route("/ws", get(websocket))
         .route("/api/v1/videos", get(list_videos))
         .route("/api/v1/videos/{*rest}", get(video_resource))
@@ -50,7 +50,9 @@ impl From<OpenError> for ApiError {
             OpenError::Storage(StorageError::InvalidPath { .. }) => StatusCode::BAD_REQUEST,
             OpenError::Storage(StorageError::NotFound(_)) => StatusCode::NOT_FOUND,
             OpenError::Storage(StorageError::Failed { .. }) => StatusCode::BAD_GATEWAY,
-            OpenError::NotVideo { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            OpenError::NotVideo { .. } | OpenError::Corrupt { .. } | OpenError::TooLarge { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             OpenError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, error.code(), error.to_string())
@@ -60,7 +62,8 @@ impl From<OpenError> for ApiError {
 impl From<FrameFailure> for ApiError {
     fn from(failure: FrameFailure) -> Self {
         let status = match failure.code {
-            "not_a_frame" | "offset_out_of_range" => StatusCode::NOT_FOUND,
+            "not_a_frame" | "offset_out_of_range" | "truncated" => StatusCode::NOT_FOUND,
+            "too_large" | "not_decodable" => StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_irap" | "invalid_request" => StatusCode::BAD_REQUEST,
             "storage_error" => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -71,8 +74,10 @@ impl From<FrameFailure> for ApiError {
 
 async fn websocket(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
     let Some(slot) = SessionSlot::acquire(&state.sessions, state.args.max_sessions) else {
-        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many sessions; try again later".into())
-            .into_response();
+        // Close the refused connection: kept alive, a retrying client would
+        // pile up idle connections (and file descriptors) instead.
+        let refusal = ApiError(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many sessions; try again later".into());
+        return ([(header::CONNECTION, "close")], refusal).into_response();
     };
     upgrade.max_message_size(state.args.max_message_bytes).on_upgrade(move |socket| session::run(socket, state, slot))
 }
@@ -128,7 +133,7 @@ async fn frame(
     let position = match (query.offset, query.frame) {
         (Some(offset), None) => channel.resolve(offset, query.irap_offset)?,
         (None, Some(number)) => channel.index.frame(number).map(|(position, _)| position).ok_or_else(|| {
-            let count = channel.index.samples.len();
+            let count = channel.index.frame_count();
             ApiError(StatusCode::NOT_FOUND, "not_a_frame", format!("frame {number} does not exist ({count} frames)"))
         })?,
         _ => {
@@ -151,6 +156,14 @@ async fn frame(
     }
     let jpeg = channel.jpeg(position, quality, None, None).await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg")], caching, jpeg).into_response())
+}
+
+/// 200 `ready` when storage answers, else 503 with the reason.
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.readiness.state() {
+        Ok(()) => "ready".into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")).into_response(),
+    }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -10,24 +10,64 @@
 //! Every requested frame gets exactly one answer. Frames are served from the
 //! video that was set when they were requested. Closing the connection drops
 //! the queued work; frames already on a decoder finish into the cache.
+//!
+//! A client that stops reading holds nothing shared: each frame in flight is
+//! produced by a task of its own, which takes the decoder and an encode slot
+//! and lets go of them whether or not the session ever sends its answer.
+//! What waits for the client is bounded by the session's outgoing byte
+//! budget; a write that cannot finish within the client timeout, a client
+//! that answers no ping within it, or a client that sends nothing for the
+//! idle timeout is closed with a close code saying which (docs/protocol.md).
 
 use crate::channel::{Channel, FrameFailure};
-use crate::metrics::{FRAMES_SERVED, FRAME_ERRORS, SESSIONS};
+use crate::metrics::{FRAMES_SERVED, FRAME_ERRORS, SESSIONS, SESSIONS_CLOSED};
 use crate::protocol::{parse, ChunkRejection, ChunkSpec, Command, FrameRequest, Reply, VideoSummary};
 use crate::scheduler::{Job, Mode, Queue};
 use crate::AppState;
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
-use futures_util::stream::FuturesOrdered;
+use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Notify};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 enum Outgoing {
     Text(String),
-    Frame { header: String, jpeg: Bytes },
+    /// A frame and its share of the session's outgoing byte budget, given
+    /// back once the socket has taken the bytes.
+    Frame {
+        header: String,
+        jpeg: Bytes,
+        _budget: OwnedSemaphorePermit,
+    },
+    /// Ends the session with this close code.
+    Close(u16, &'static str),
+    /// A keepalive ping (the writer's own).
+    Ping,
+}
+
+/// WebSocket close codes this server sends (RFC 6455 §7.4.1).
+pub mod close_code {
+    /// An idle session (no message for the idle timeout); the web client reconnects when used.
+    pub const IDLE: u16 = 1000;
+    /// The client does not read what it asked for (a write or a ping went unanswered).
+    pub const NOT_READING: u16 = 1008;
+    /// A message larger than `--max-message-bytes`.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// How a session's connection is kept honest.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// A write may take this long, and a ping must be answered within it.
+    pub client: Duration,
+    /// How often the server pings.
+    pub ping_every: Duration,
+    /// A session that sends nothing for this long is closed (`None`: never).
+    pub idle: Option<Duration>,
 }
 
 /// Frames of `fifo`/`lifo` requests in flight at once: the decoder works on
@@ -68,6 +108,9 @@ struct Shared {
     queue: Mutex<Queue>,
     ready: Notify,
     decoding_latest: Mutex<Vec<Arc<AtomicBool>>>,
+    /// Bytes of frames produced for this session and not yet taken by its socket.
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
 }
 
 impl Shared {
@@ -77,40 +120,53 @@ impl Shared {
 }
 
 pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
-    let (mut sink, mut stream) = socket.split();
-    let (out, mut outgoing) = mpsc::channel::<Outgoing>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let sent = match message {
-                Outgoing::Text(text) => sink.send(Message::Text(text.into())).await,
-                Outgoing::Frame { header, jpeg } => match sink.send(Message::Text(header.into())).await {
-                    Ok(()) => sink.send(Message::Binary(jpeg)).await,
-                    Err(error) => Err(error),
-                },
-            };
-            if sent.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = socket.split();
+    let (out, outgoing) = mpsc::channel::<Outgoing>(64);
+    let timeouts = state.args.session_timeouts();
+    let heard = Arc::new(Mutex::new(Instant::now()));
+    let mut writer = tokio::spawn(write(sink, outgoing, timeouts, heard.clone()));
+    let budget_bytes = state.args.session_buffer_bytes.clamp(1, u32::MAX as usize);
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
         ready: Notify::new(),
         decoding_latest: Mutex::default(),
+        budget: Arc::new(Semaphore::new(budget_bytes)),
+        budget_bytes,
     });
     let worker = tokio::spawn(serve_queue(shared.clone(), out.clone(), state.clone()));
     let mut video: Option<Arc<Channel>> = None;
     // Registered IRAP sections of the current video: IRAP offset → wanted frame offsets.
     let mut chunks: HashMap<u64, Option<Vec<u64>>> = HashMap::new();
+    let mut last_request = Instant::now();
 
-    while let Some(Ok(message)) = stream.next().await {
+    loop {
+        let idle_left = timeouts.idle.map(|idle| idle.saturating_sub(last_request.elapsed()));
+        let message = tokio::select! {
+            message = stream.next() => message,
+            _ = out.closed() => break, // the writer gave up on the client
+            _ = sleep_or_forever(idle_left) => {
+                let _ = out.send(Outgoing::Close(close_code::IDLE, "idle timeout")).await;
+                break;
+            }
+        };
+        *heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let message = match message {
+            None => break,
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                if is_too_big(error) {
+                    let _ = out.send(Outgoing::Close(close_code::TOO_BIG, "message too big")).await;
+                }
+                break;
+            }
+        };
         let command = match message {
             Message::Text(text) => parse(text.as_str()),
             Message::Binary(_) => Err("binary messages are not accepted; send JSON text".to_string()),
             Message::Close(_) => break,
             Message::Ping(_) | Message::Pong(_) => continue,
         };
+        last_request = Instant::now();
         let delivered = match command {
             Err(message) => send(&out, Reply::Error { message }).await,
             Ok(Command::SetVideo { path }) => {
@@ -146,8 +202,98 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
     }
     worker.abort();
     drop(out);
-    let _ = writer.await;
+    // Let the writer send what is queued (a close frame at least), but never
+    // wait on a client that does not read.
+    if tokio::time::timeout(timeouts.client, &mut writer).await.is_err() {
+        writer.abort();
+    }
     drop(slot);
+}
+
+/// Sleeps for `duration`, or forever when there is none.
+async fn sleep_or_forever(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a read failed because the client's message was over the size limit.
+fn is_too_big(error: axum::Error) -> bool {
+    let inner = error.into_inner();
+    matches!(inner.downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
+}
+
+/// The only task touching the socket: sends what the session queues, pings
+/// the client, and gives up on a client that does not read (a write that
+/// does not finish, or no answer of any kind, within the client timeout).
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    timeouts: Timeouts,
+    heard: Arc<Mutex<Instant>>,
+) {
+    let mut ping = tokio::time::interval(timeouts.ping_every);
+    ping.tick().await;
+    let reason = loop {
+        let message = tokio::select! {
+            message = outgoing.recv() => message,
+            _ = ping.tick() => {
+                let silent = heard.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+                if silent > timeouts.client + timeouts.ping_every {
+                    break Some((close_code::NOT_READING, "no answer to pings"));
+                }
+                Some(Outgoing::Ping)
+            }
+        };
+        let sent = match message {
+            None => break None,
+            Some(Outgoing::Close(code, reason)) => break Some((code, reason)),
+            Some(Outgoing::Ping) => send_within(&mut sink, Message::Ping(Bytes::new()), timeouts.client).await,
+            Some(Outgoing::Text(text)) => send_within(&mut sink, Message::Text(text.into()), timeouts.client).await,
+            Some(Outgoing::Frame { header, jpeg, _budget }) => {
+                match send_within(&mut sink, Message::Text(header.into()), timeouts.client).await {
+                    Ok(()) => send_within(&mut sink, Message::Binary(jpeg), timeouts.client).await,
+                    error => error,
+                }
+            }
+        };
+        match sent {
+            Ok(()) => {}
+            Err(Stalled) => break Some((close_code::NOT_READING, "the client is not reading")),
+            Err(Gone) => return,
+        }
+    };
+    if let Some((code, reason)) = reason {
+        metrics::counter!(SESSIONS_CLOSED, "reason" => reason).increment(1);
+        tracing::info!(code, reason, "closing a session");
+        let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+        // Best effort: a client that does not read will not see it either.
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
+    } else {
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    }
+}
+
+/// Why a write did not happen.
+enum WriteFailure {
+    /// The socket took nothing for the whole client timeout.
+    Stalled,
+    /// The connection is gone.
+    Gone,
+}
+use WriteFailure::{Gone, Stalled};
+
+async fn send_within(
+    sink: &mut SplitSink<WebSocket, Message>,
+    message: Message,
+    limit: Duration,
+) -> Result<(), WriteFailure> {
+    match tokio::time::timeout(limit, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Gone),
+        Err(_) => Err(Stalled),
+    }
 }
 
 async fn set_video(path: String, state: &AppState) -> (Option<Arc<Channel>>, Reply) {
@@ -155,7 +301,7 @@ async fn set_video(path: String, state: &AppState) -> (Option<Arc<Channel>>, Rep
         Ok(channel) => {
             let index = &channel.index;
             let summary = VideoSummary {
-                frame_count: index.samples.len(),
+                frame_count: index.frame_count(),
                 width: index.width,
                 height: index.height,
                 frame_rate: index.frame_rate(),
@@ -377,7 +523,9 @@ fn jobs_for(frames: Vec<FrameRequest>, channels: Vec<Result<Arc<Channel>, FrameF
 }
 
 /// Takes frames from the queue, keeps up to the mode's depth in flight and
-/// sends their answers in the order they were taken.
+/// sends their answers in the order they were taken. Each frame is produced
+/// by a task of its own, so the decoder and encode slot it uses are given
+/// back when the work is done, not when this session gets round to sending.
 async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Arc<AppState>) {
     let quality = state.args.jpeg_quality;
     let mut in_flight = FuturesOrdered::new();
@@ -397,7 +545,8 @@ async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Ar
             if job.mode == Mode::Latest {
                 shared.decoding_latest.lock().unwrap_or_else(|p| p.into_inner()).push(job.cancel.clone());
             }
-            in_flight.push_back(serve(job, quality));
+            let frame = job.frame.clone();
+            in_flight.push_back(Production { frame: Some(frame), task: tokio::spawn(serve(job, quality)) });
         }
         if in_flight.is_empty() {
             shared.ready.notified().await;
@@ -405,7 +554,7 @@ async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Ar
         }
         tokio::select! {
             Some((frame, answer)) = in_flight.next() => {
-                if !deliver(&frame, answer, &out).await {
+                if !deliver(&frame, answer, &shared, &out).await {
                     return;
                 }
             }
@@ -414,18 +563,52 @@ async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Ar
     }
 }
 
-async fn serve(job: Job, quality: u8) -> (FrameRequest, Result<Bytes, FrameFailure>) {
-    let cancel = (job.mode == Mode::Latest).then_some(job.cancel);
-    let answer = match job.target {
-        Ok((channel, position)) => channel.jpeg(position, quality, job.read_ahead_to, cancel).await,
-        Err(failure) => Err(failure),
-    };
-    (job.frame, answer)
+/// A frame being produced on a task of its own; dropping it (the session
+/// ended) stops the work. A task that panicked is answered with an error.
+struct Production {
+    frame: Option<FrameRequest>,
+    task: tokio::task::JoinHandle<Result<Bytes, FrameFailure>>,
 }
 
-async fn deliver(frame: &FrameRequest, answer: Result<Bytes, FrameFailure>, out: &mpsc::Sender<Outgoing>) -> bool {
+impl std::future::Future for Production {
+    type Output = (FrameRequest, Result<Bytes, FrameFailure>);
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let answer = std::task::ready!(std::pin::Pin::new(&mut self.task).poll(cx)).unwrap_or_else(|error| {
+            tracing::error!("a frame task failed: {error}");
+            Err(FrameFailure::new("internal", "the server failed while producing this frame"))
+        });
+        std::task::Poll::Ready((self.frame.take().expect("polled once after completion"), answer))
+    }
+}
+
+impl Drop for Production {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(job: Job, quality: u8) -> Result<Bytes, FrameFailure> {
+    let cancel = (job.mode == Mode::Latest).then_some(job.cancel);
+    let (channel, position) = job.target?;
+    channel.jpeg(position, quality, job.read_ahead_to, cancel).await
+}
+
+/// Queues a frame's answer once the session's outgoing budget has room for
+/// it. False when the session is over (the writer gave up or the client left).
+async fn deliver(
+    frame: &FrameRequest,
+    answer: Result<Bytes, FrameFailure>,
+    shared: &Shared,
+    out: &mpsc::Sender<Outgoing>,
+) -> bool {
     match answer {
         Ok(jpeg) => {
+            let share = jpeg.len().clamp(1, shared.budget_bytes) as u32;
+            let budget = tokio::select! {
+                permit = shared.budget.clone().acquire_many_owned(share) => permit.expect("the budget is never closed"),
+                _ = out.closed() => return false,
+            };
             metrics::counter!(FRAMES_SERVED).increment(1);
             let header = Reply::Frame {
                 index: frame.label.clone(),
@@ -434,7 +617,7 @@ async fn deliver(frame: &FrameRequest, answer: Result<Bytes, FrameFailure>, out:
                 request_id: frame.request_id.clone(),
                 video: frame.video.clone(),
             };
-            out.send(Outgoing::Frame { header: header.to_text(), jpeg }).await.is_ok()
+            out.send(Outgoing::Frame { header: header.to_text(), jpeg, _budget: budget }).await.is_ok()
         }
         Err(failure) => send(out, frame_error(frame, failure)).await,
     }

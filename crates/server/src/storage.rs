@@ -1,7 +1,9 @@
 //! Where videos live: a local folder or an S3(-compatible) bucket, behind
 //! `object_store`. Owns path confinement (nothing outside the root or
-//! prefix is reachable), timeouts and retries, and the read counters that
-//! show what a frame costs in storage traffic.
+//! prefix is reachable, in reads and in listings), timeouts and retries, the
+//! read counters that show what a frame costs in storage traffic, and what a
+//! storage failure may tell a client: its kind and a request id, never the
+//! endpoint or a server path (those go to the log under the same id).
 
 use crate::config::{S3Args, ServeArgs, StorageBackend};
 use crate::metrics::{STORAGE_READ_BYTES, STORAGE_REQUESTS};
@@ -22,8 +24,61 @@ pub enum StorageError {
     InvalidPath { path: String, reason: &'static str },
     #[error("Video not found: {0}")]
     NotFound(String),
-    #[error("storage error for {path}: {message}")]
-    Failed { path: String, message: String },
+    #[error("storage error for {path}: {kind} (request {request_id})")]
+    Failed { path: String, kind: FailureKind, request_id: String },
+}
+
+/// What kind of storage failure happened, in words safe to show a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    AccessDenied,
+    TimedOut,
+    Unreachable,
+    Failed,
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailureKind::AccessDenied => "storage refused the credentials",
+            FailureKind::TimedOut => "storage did not answer in time",
+            FailureKind::Unreachable => "storage cannot be reached",
+            FailureKind::Failed => "storage request failed",
+        })
+    }
+}
+
+impl FailureKind {
+    fn of(error: &object_store::Error) -> Self {
+        if matches!(error, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) {
+            return FailureKind::AccessDenied;
+        }
+        // object_store reports HTTP failures as text; its status and S3 error codes tell the kind.
+        let text = format!("{error:?}");
+        let has = |needles: &[&str]| needles.iter().any(|needle| text.contains(needle));
+        if has(&["403", "Forbidden", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "401"]) {
+            FailureKind::AccessDenied
+        } else if has(&["timed out", "Timeout", "timeout"]) {
+            FailureKind::TimedOut
+        } else if has(&["onnect", "dns error", "Connection refused"]) {
+            FailureKind::Unreachable
+        } else {
+            FailureKind::Failed
+        }
+    }
+}
+
+/// A short id for a failure, shown to the client and written to the log.
+pub fn request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PROCESS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let process = PROCESS.get_or_init(|| {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        nanos ^ std::process::id().rotate_left(16)
+    });
+    format!("{process:08x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl StorageError {
@@ -48,7 +103,8 @@ pub struct Storage {
     store: Arc<dyn ObjectStore>,
     /// Canonical root of the local backend, for the symlink check.
     local_root: Option<PathBuf>,
-    /// How a path is shown to users, e.g. `s3://bucket/prefix/`.
+    /// How a path is shown to users: `s3://bucket/prefix/` for S3; nothing
+    /// for the local backend (the path as the client named it).
     url_prefix: String,
 }
 
@@ -66,7 +122,7 @@ impl Storage {
     pub fn local(root: &std::path::Path) -> anyhow::Result<Self> {
         let root = root.canonicalize().map_err(|e| anyhow::anyhow!("local path {}: {e}", root.display()))?;
         let store = LocalFileSystem::new_with_prefix(&root)?;
-        Ok(Self { store: Arc::new(store), url_prefix: format!("{}/", root.display()), local_root: Some(root) })
+        Ok(Self { store: Arc::new(store), url_prefix: String::new(), local_root: Some(root) })
     }
 
     /// A bucket (optionally narrowed to `--s3-prefix`) as storage.
@@ -104,9 +160,33 @@ impl Storage {
         Ok(Self { store, local_root: None, url_prefix })
     }
 
-    /// The user-facing URL of a video, e.g. `s3://bucket/videos/a.mp4`.
+    /// The user-facing URL of a video: `s3://bucket/prefix/videos/a.mp4`, or
+    /// the path itself on the local backend (server paths are never shown).
     pub fn url_of(&self, path: &VideoPath) -> String {
         format!("{}{}", self.url_prefix, path.text)
+    }
+
+    /// Where the videos are, for the server's own log.
+    pub fn describe(&self) -> String {
+        match &self.local_root {
+            Some(root) => root.display().to_string(),
+            None => self.url_prefix.clone(),
+        }
+    }
+
+    /// Whether storage answers: a metadata request for a key that should
+    /// not exist must come back "not found" (wrong credentials, a missing
+    /// bucket or an unreachable endpoint come back otherwise).
+    pub async fn check(&self) -> Result<(), FailureKind> {
+        let probe = ObjectPath::from(".bucket-streamer-readiness-probe");
+        match self.store.head(&probe).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => {
+                let kind = FailureKind::of(&error);
+                tracing::warn!(error = %error, "storage check failed: {kind}");
+                Err(kind)
+            }
+        }
     }
 
     /// Validates a client-supplied path. Keys are relative to the root:
@@ -164,7 +244,7 @@ impl Storage {
     fn error(&self, path: &VideoPath, error: object_store::Error) -> StorageError {
         match error {
             object_store::Error::NotFound { .. } => StorageError::NotFound(path.text.clone()),
-            other => StorageError::Failed { path: path.text.clone(), message: other.to_string() },
+            other => failure(&path.text, &other),
         }
     }
 
@@ -178,17 +258,38 @@ impl Storage {
         metrics::counter!(STORAGE_REQUESTS).increment(1);
         let mut stream = self.store.list(location.as_ref());
         let mut found = Vec::new();
+        let mut seen = 0usize;
         while let Some(item) = stream.next().await {
-            let meta =
-                item.map_err(|e| StorageError::Failed { path: prefix.unwrap_or("").into(), message: e.to_string() })?;
-            found.push(meta);
-            if found.len() >= limit {
+            let meta = item.map_err(|e| failure(prefix.unwrap_or(""), &e))?;
+            seen += 1;
+            if self.inside_root(&meta.location) {
+                found.push(meta);
+            }
+            // Links out of the root are dropped but still cost a look: bound those too.
+            if found.len() >= limit || seen >= limit.saturating_mul(4) {
                 break;
             }
         }
         found.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(found)
     }
+}
+
+impl Storage {
+    /// Whether a listed object really lies under the local root (a symlinked
+    /// file or folder may lead out of it); S3 keys always do.
+    fn inside_root(&self, location: &ObjectPath) -> bool {
+        let Some(root) = &self.local_root else { return true };
+        root.join(location.as_ref()).canonicalize().is_ok_and(|real| real.starts_with(root))
+    }
+}
+
+/// A storage failure as the client sees it; the full error is logged under the same request id.
+fn failure(path: &str, error: &object_store::Error) -> StorageError {
+    let kind = FailureKind::of(error);
+    let request_id = request_id();
+    tracing::warn!(%request_id, path, error = %error, "storage request failed: {kind}");
+    StorageError::Failed { path: path.to_string(), kind, request_id }
 }
 
 /// Synchronous range reads for the media crate's indexers. Used only on

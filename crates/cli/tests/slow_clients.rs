@@ -1,0 +1,125 @@
+//! Clients that stop reading hold nothing shared: twenty sessions ask for 4K
+//! frames and never read a byte, and a normal client on another video still
+//! gets every uncached frame within twice its unloaded latency. The stuck
+//! sessions are closed after the client timeout; memory stays bounded.
+
+mod common;
+
+use common::{metric, scratch_dir, start_local, stock};
+use serde_json::json;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use testkit::processes::Running;
+use testkit::ws::{Answer, Client};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::WebSocket;
+
+const STUCK_CLIENTS: usize = 20;
+
+/// Times one frame asked for alone, on a fresh session (nothing cached).
+fn timed_frame(client: &mut Client, offset: u64) -> Duration {
+    let started = Instant::now();
+    client.send_json(&json!({"type": "RequestFrames", "frames": [{"offset": offset, "index": 0}]})).unwrap();
+    match client.receive_answer().unwrap() {
+        Answer::Frame { .. } => started.elapsed(),
+        Answer::Error(error) => panic!("frame at {offset} failed: {error}"),
+    }
+}
+
+/// Offsets of the last frame (decode order) of each GOP: each needs a decode
+/// from its keyframe, so every request costs the same and none is cached.
+fn gop_ends(server: &Running, key: &str) -> Vec<u64> {
+    let (_, frames) = common::fetch_index(server, key).unwrap();
+    let mut ends: Vec<(u64, u64)> = Vec::new(); // (irap, furthest offset in it)
+    for frame in &frames {
+        match ends.iter_mut().find(|(irap, _)| *irap == frame.irap_offset) {
+            Some(entry) => entry.1 = entry.1.max(frame.offset),
+            None => ends.push((frame.irap_offset, frame.offset)),
+        }
+    }
+    ends.into_iter().map(|(_, end)| end).collect()
+}
+
+/// A WebSocket client that sends its requests and never reads.
+fn stuck_client(server: &Running, key: &str, offsets: &[u64]) -> WebSocket<MaybeTlsStream<TcpStream>> {
+    let (mut socket, _) = tungstenite::connect(server.ws_url()).unwrap();
+    socket.send(tungstenite::Message::text(json!({"type": "SetVideo", "path": key}).to_string())).unwrap();
+    let frames: Vec<_> = offsets.iter().enumerate().map(|(i, &offset)| json!({"offset": offset, "index": i})).collect();
+    socket.send(tungstenite::Message::text(json!({"type": "RequestFrames", "frames": frames}).to_string())).unwrap();
+    socket
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+#[test]
+fn clients_that_never_read_do_not_slow_anyone_else() {
+    let shared = testkit::fixtures::shared().unwrap();
+    let (Some(uhd), Some(hd)) =
+        (shared.iter().find(|f| f.name == "bbb4k-frag.mp4"), shared.iter().find(|f| f.name == "bbb720-frag.mp4"))
+    else {
+        eprintln!("note: needs ../shared/media (4K and 720p Big Buck Bunny)");
+        return;
+    };
+    let root = scratch_dir("slow-clients");
+    stock(&root, &[uhd.clone(), hd.clone()]);
+    let server = start_local(
+        &root,
+        &["--client-timeout-secs", "6", "--ping-interval-secs", "1", "--session-buffer-bytes", "4000000"],
+    );
+    let (uhd_key, hd_key) = ("videos/bbb4k-frag.mp4", "videos/bbb720-frag.mp4");
+    let ends = gop_ends(&server, hd_key);
+    assert!(ends.len() >= 10, "bbb720 has 10 GOPs");
+    let (unloaded_offsets, loaded_offsets) = ends.split_at(ends.len() / 2);
+
+    let mut normal = Client::connect(&server.ws_url()).unwrap();
+    assert_eq!(normal.set_video(hd_key).unwrap()["ok"], true);
+    let unloaded = median(unloaded_offsets.iter().map(|&offset| timed_frame(&mut normal, offset)).collect());
+
+    let (_, uhd_frames) = common::fetch_index(&server, uhd_key).unwrap();
+    let uhd_offsets: Vec<u64> = uhd_frames.iter().map(|f| f.offset).collect();
+    let stuck: Vec<_> = (0..STUCK_CLIENTS).map(|_| stuck_client(&server, uhd_key, &uhd_offsets)).collect();
+    // The stuck sessions' first frames are real work (nobody can know yet that
+    // they will never read); wait until that is done and they hold only
+    // their own outgoing budget: no more pictures decoded for a second.
+    let mut peak_rss = server.rss_bytes();
+    let settle_deadline = Instant::now() + Duration::from_secs(60);
+    let mut decoded = metric(&server, "bucket_streamer_frames_decoded_total");
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        peak_rss = peak_rss.max(server.rss_bytes());
+        let now = metric(&server, "bucket_streamer_frames_decoded_total");
+        if now == decoded || Instant::now() > settle_deadline {
+            break;
+        }
+        decoded = now;
+    }
+    assert_eq!(metric(&server, "bucket_streamer_sessions"), (STUCK_CLIENTS + 1) as f64, "the stuck sessions are open");
+
+    let mut worst = Duration::ZERO;
+    for &offset in loaded_offsets {
+        let latency = timed_frame(&mut normal, offset);
+        peak_rss = peak_rss.max(server.rss_bytes());
+        worst = worst.max(latency);
+        assert!(
+            latency <= unloaded * 2,
+            "with {STUCK_CLIENTS} stuck clients a frame took {latency:?}, unloaded {unloaded:?}"
+        );
+    }
+    eprintln!("unloaded p50 {unloaded:?}, worst beside {STUCK_CLIENTS} stuck clients {worst:?}");
+
+    // Nobody reads the stuck sessions' frames: they are closed after the client timeout.
+    let closed_by = Instant::now() + Duration::from_secs(20);
+    while metric(&server, "bucket_streamer_sessions") > 1.0 && Instant::now() < closed_by {
+        std::thread::sleep(Duration::from_millis(250));
+        peak_rss = peak_rss.max(server.rss_bytes());
+    }
+    assert_eq!(metric(&server, "bucket_streamer_sessions"), 1.0, "stuck sessions are closed; the normal one stays");
+    let closed = metric(&server, "bucket_streamer_sessions_closed_total");
+    assert!(closed >= STUCK_CLIENTS as f64, "{closed} sessions closed for not reading");
+    eprintln!("peak RSS {} MiB", peak_rss >> 20);
+    assert!(peak_rss < 1 << 30, "RSS stays bounded: peak {} MiB", peak_rss >> 20);
+    drop(stuck);
+}
