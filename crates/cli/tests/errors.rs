@@ -37,6 +37,10 @@ fn setup(name: &str) -> Setup {
     std::fs::write(videos.join("truncated_end.mp4"), &moov_end[..moov_end.len() * 2 / 3]).unwrap();
     std::fs::write(root.parent().unwrap().join("outside.mp4"), &faststart).unwrap();
     std::os::unix::fs::symlink(root.parent().unwrap().join("outside.mp4"), videos.join("escape.mp4")).unwrap();
+    let elsewhere = root.parent().unwrap().join(format!("{name}-elsewhere"));
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("secret.mp4"), &faststart).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, videos.join("linked_folder")).unwrap();
     let server = start_local(&root, &[]);
     let (_, index) = fetch_index(&server, GOOD).unwrap();
     Setup { server, index, root }
@@ -107,7 +111,6 @@ fn videos_that_cannot_be_opened_say_why() {
         ("videos/missing.mp4", "Video not found: videos/missing.mp4"),
         ("videos/notes.mp4", "not a video this server can read"),
         ("videos/noise.h265", "not a playable video"),
-        ("videos/truncated_front.mp4", "truncated"),
         ("videos/truncated_end.mp4", "truncated"),
         ("videos/h264.mp4", "unsupported codec"),
         ("../outside.mp4", "'..' segments are not allowed"),
@@ -128,7 +131,48 @@ fn videos_that_cannot_be_opened_say_why() {
         assert_eq!(answer["error"], "no_video");
         still_serves(&mut client, &setup);
     }
-    assert!(setup.root.join("videos/escape.mp4").exists());
+    // The link leads to a playable video: it is refused for where it leads, not for what it is.
+    let outside = start_local(setup.root.parent().unwrap(), &[]);
+    let mut direct = Client::connect(&outside.ws_url()).unwrap();
+    assert_eq!(direct.set_video("outside.mp4").unwrap()["ok"], true, "the link's target is a good video");
+}
+
+#[test]
+fn listings_stay_inside_the_root() {
+    let setup = setup("errors-listing");
+    let listing = testkit::processes::http_get(setup.server.port, "/api/v1/videos").unwrap().json().unwrap();
+    let paths: Vec<&str> = listing["videos"].as_array().unwrap().iter().map(|v| v["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&GOOD), "{paths:?}");
+    assert!(
+        !paths.iter().any(|p| p.contains("linked_folder") || p.contains("escape")),
+        "links out of the root: {paths:?}"
+    );
+    let reply = Client::connect(&setup.server.ws_url()).unwrap().set_video("videos/linked_folder/secret.mp4").unwrap();
+    assert_eq!(reply["ok"], false, "{reply}");
+    // The index names a local video as the client did, never by its place on the server.
+    let (index_json, _) = fetch_index(&setup.server, GOOD).unwrap();
+    assert_eq!(index_json["video_url"], GOOD);
+}
+
+#[test]
+fn a_truncated_recording_serves_its_complete_frames() {
+    let setup = setup("errors-truncated");
+    let (_, whole) = fetch_index(&setup.server, "videos/faststart.mp4").unwrap();
+    let mut client = Client::connect(&setup.server.ws_url()).unwrap();
+    let set = client.set_video("videos/truncated_front.mp4").unwrap();
+    assert_eq!(set["ok"], true, "{set}");
+    let kept = set["frame_count"].as_u64().unwrap() as usize;
+    assert!(kept > 0 && kept < whole.len(), "{kept} of {} frames kept", whole.len());
+    let (_, index) = fetch_index(&setup.server, "videos/truncated_front.mp4").unwrap();
+    let first_lost = whole.iter().find(|f| !index.iter().any(|kept| kept.offset == f.offset)).unwrap();
+    let frames = json!([{"offset": index[kept - 1].offset, "index": "last kept"}, {"offset": first_lost.offset, "index": "lost"}]);
+    client.send_json(&json!({"type": "RequestFrames", "frames": frames})).unwrap();
+    assert!(matches!(client.receive_answer().unwrap(), Answer::Frame { header, .. } if header["index"] == "last kept"));
+    match client.receive_answer().unwrap() {
+        Answer::Error(error) => assert_eq!(error["error"], "truncated", "{error}"),
+        Answer::Frame { header, .. } => panic!("a frame past the cut was served: {header}"),
+    }
+    still_serves(&mut client, &setup);
 }
 
 #[test]

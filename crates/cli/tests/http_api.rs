@@ -41,7 +41,12 @@ fn http_api_serves_health_listing_index_and_frames() {
         index_json["frames"].as_array().unwrap().iter().map(|f| f["time"].as_f64().unwrap()).collect();
     assert_eq!(times[0], 0.0);
     assert!(times.windows(2).all(|w| w[1] > w[0]), "frames are listed in presentation order");
-    assert!(index.iter().all(|f| f.irap_offset <= f.offset || !f.keyframe));
+    // Each frame's IRAP is the last keyframe at or before it in decode order, as ffprobe lists them.
+    let irap_of = testkit::reference::irap_of(&packets);
+    for frame in &index {
+        assert_eq!(frame.irap_offset, irap_of[&frame.offset], "IRAP of frame {}", frame.number);
+        assert_eq!(frame.keyframe, frame.irap_offset == frame.offset, "frame {} keyframe flag", frame.number);
+    }
 
     // Text answers are gzip-compressed for clients that accept it; JPEGs are not.
     let index_path = format!("/api/v1/videos/{key}/index");

@@ -80,3 +80,57 @@ fn a_frame_costs_its_irap_span_and_the_header_once() {
     assert!(matches!(other.receive_answer().unwrap(), Answer::Frame { .. }));
     assert_eq!(metric(&server, "bucket_streamer_storage_read_bytes_total"), before_repeat);
 }
+
+/// Waits until `/readyz` answers `status` (it is checked every few seconds), returning its body.
+fn readyz_becomes(server: &Running, status: u16) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let response = testkit::processes::http_get(server.port, "/readyz").unwrap();
+        if response.status == status || std::time::Instant::now() > deadline {
+            assert_eq!(response.status, status, "readyz: {}", response.text());
+            return response.text();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn wrong_credentials_make_the_server_not_ready_and_errors_name_no_endpoint() {
+    let fixture = testkit::fixtures::generated_named("no_bframes.mp4").unwrap();
+    let (s3, good, videos) = start_pair("s3-credentials", std::slice::from_ref(&fixture));
+    assert_eq!(readyz_becomes(&good, 200), "ready");
+
+    let endpoint = format!("http://127.0.0.1:{}", s3.port);
+    let args = [
+        "--storage-backend",
+        "s3",
+        "--s3-bucket",
+        BUCKET,
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key",
+        testkit::processes::S3_ACCESS_KEY,
+        "--s3-secret-key",
+        "not-the-secret",
+        "--storage-timeout-secs",
+        "3",
+    ];
+    let wrong = start_server(&common::binary(), &args, &[]).expect("server starts");
+    let reason = readyz_becomes(&wrong, 503);
+    assert!(reason.contains("credentials"), "{reason}");
+    assert!(!reason.contains("127.0.0.1"), "the probe names no endpoint: {reason}");
+    let mut client = Client::connect(&wrong.ws_url()).unwrap();
+    let set = client.set_video(&videos[0].0).unwrap();
+    assert_eq!(set["ok"], false, "{set}");
+    let error = set["error"].as_str().unwrap();
+    assert!(error.contains("storage") && error.contains("request "), "a kind and a request id: {error}");
+    assert!(!error.contains("127.0.0.1") && !error.contains(&s3.port.to_string()), "no endpoint: {error}");
+    let request_id = error.rsplit("request ").next().unwrap().trim_end_matches(')');
+    let log = std::fs::read_to_string(&wrong.log).unwrap();
+    assert!(log.contains(request_id), "the log has the details under {request_id}");
+    // The index of S3 videos names them as the offsets file does.
+    let (index_json, _) = fetch_index(&good, &videos[0].0).unwrap();
+    assert_eq!(index_json["video_url"], format!("s3://{BUCKET}/{}", videos[0].0));
+}

@@ -24,7 +24,7 @@ pub use decoder::Threading;
 pub use ffmpeg_next::frame::Video as Picture;
 pub use index::{Container, Sample, VideoIndex};
 pub use player::{DecodeError, Player, Span};
-pub use source::{FileSource, RangeRead};
+pub use source::{FileSource, MemorySource, RangeRead};
 
 /// Converts a decoded picture to a JPEG at `quality` (1-100).
 pub fn encode_jpeg(picture: &Picture, quality: u8) -> anyhow::Result<Vec<u8>> {

@@ -44,6 +44,21 @@ impl RangeRead for FileSource {
     }
 }
 
+/// An object held in memory (tests, fuzzing).
+pub struct MemorySource(pub Vec<u8>);
+
+impl RangeRead for MemorySource {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read_range(&self, offset: u64, length: u64) -> Result<Vec<u8>> {
+        let start = offset.min(self.size()) as usize;
+        let end = offset.saturating_add(length).min(self.size()) as usize;
+        Ok(self.0[start..end].to_vec())
+    }
+}
+
 /// Serves reads from the last window fetched when possible, and fetches at
 /// least `window` bytes at a time, so walking many small boxes costs one
 /// storage request per window rather than one per box header.

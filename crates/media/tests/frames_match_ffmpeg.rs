@@ -15,9 +15,9 @@ fn check(fixture: &testkit::fixtures::Fixture) {
     let index = media::probe::index(&source, &Default::default()).unwrap();
     let factor = factor_for(index.width as usize);
     let reference = testkit::reference::frames(&fixture.path, factor).unwrap();
-    assert_eq!(reference.len(), index.samples.len(), "{}: frame count", fixture.name);
+    assert_eq!(reference.len(), index.frame_count(), "{}: frame count", fixture.name);
     let mut player = Player::new(&index, Threading::Single, 64 << 20).unwrap();
-    let mut order: Vec<u32> = (0..index.samples.len() as u32).collect();
+    let mut order: Vec<u32> = (0..index.frame_count() as u32).collect();
     order.shuffle(&mut rand::rng());
     order.truncate(MAX_FRAMES_PER_FILE);
     for frame in order {

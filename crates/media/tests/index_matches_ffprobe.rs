@@ -1,5 +1,7 @@
 //! The index of every fixture agrees with `ffprobe -show_packets`: same
-//! sample offsets, sizes and keyframes in decode order, same presentation order.
+//! sample offsets, sizes and keyframes in decode order, same presentation
+//! order, and the same samples hidden by an edit list (FFmpeg flags them
+//! `D`, discard: decoded as references, never shown).
 
 use media::{FileSource, VideoIndex};
 
@@ -13,10 +15,11 @@ fn check(fixture: &testkit::fixtures::Fixture) {
         assert_eq!(sample.offset, packet.pos, "{} sample {position}: offset", fixture.name);
         assert_eq!(u64::from(sample.size), packet.size, "{} sample {position}: size", fixture.name);
         assert_eq!(sample.keyframe, packet.keyframe(), "{} sample {position}: keyframe", fixture.name);
+        assert_eq!(sample.shown, !packet.flags.contains('D'), "{} sample {position}: shown", fixture.name);
     }
     // Presentation order: where ffprobe knows pts, sorting by it must give ours.
     if packets.iter().all(|p| p.pts.is_some()) {
-        let mut theirs: Vec<usize> = (0..packets.len()).collect();
+        let mut theirs: Vec<usize> = (0..packets.len()).filter(|&i| !packets[i].flags.contains('D')).collect();
         theirs.sort_by_key(|&i| (packets[i].pts, i));
         let ours: Vec<usize> = index.presentation_order.iter().map(|&p| p as usize).collect();
         assert_eq!(ours, theirs, "{}: presentation order", fixture.name);

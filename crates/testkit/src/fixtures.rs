@@ -22,6 +22,14 @@ struct Recipe {
     /// Arguments after the inputs.
     args: &'static [&'static str],
     with_audio: bool,
+    /// Made from another fixture (`-ss` seconds before `-i`, as a stream-copy
+    /// cut is made) instead of from the test pattern.
+    cut_from: Option<(&'static str, &'static str)>,
+}
+
+/// A fixture made from the test pattern.
+const fn pattern(name: &'static str, args: &'static [&'static str], with_audio: bool) -> Recipe {
+    Recipe { name, args, with_audio, cut_from: None }
 }
 
 const SOURCE: &str = "testsrc2=size=640x360:rate=25";
@@ -30,24 +38,20 @@ const SECONDS: &str = "3";
 /// x265's defaults give open GOPs (CRA + leading pictures) and B-frames;
 /// `keyint=24` makes several GOPs in three seconds.
 const RECIPES: &[Recipe] = &[
-    Recipe {
-        name: "open_gop_bframes.mp4",
-        args: &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:log-level=error"],
-        with_audio: true,
-    },
-    Recipe {
-        name: "closed_gop_bframes.mp4",
-        args: &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:open-gop=0:log-level=error"],
-        with_audio: false,
-    },
-    Recipe {
-        name: "no_bframes.mp4",
-        args: &["-c:v", "libx265", "-x265-params", "keyint=24:bframes=0:log-level=error"],
-        with_audio: false,
-    },
-    Recipe {
-        name: "main10_bt709.mp4",
-        args: &[
+    pattern(
+        "open_gop_bframes.mp4",
+        &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:log-level=error"],
+        true,
+    ),
+    pattern(
+        "closed_gop_bframes.mp4",
+        &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:open-gop=0:log-level=error"],
+        false,
+    ),
+    pattern("no_bframes.mp4", &["-c:v", "libx265", "-x265-params", "keyint=24:bframes=0:log-level=error"], false),
+    pattern(
+        "main10_bt709.mp4",
+        &[
             "-pix_fmt",
             "yuv420p10le",
             "-colorspace",
@@ -61,23 +65,16 @@ const RECIPES: &[Recipe] = &[
             "-x265-params",
             "keyint=24:min-keyint=24:log-level=error",
         ],
-        with_audio: false,
-    },
-    Recipe {
-        name: "faststart.mp4",
-        args: &[
-            "-c:v",
-            "libx265",
-            "-x265-params",
-            "keyint=24:min-keyint=24:log-level=error",
-            "-movflags",
-            "+faststart",
-        ],
-        with_audio: true,
-    },
-    Recipe {
-        name: "fragmented.mp4",
-        args: &[
+        false,
+    ),
+    pattern(
+        "faststart.mp4",
+        &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:log-level=error", "-movflags", "+faststart"],
+        true,
+    ),
+    pattern(
+        "fragmented.mp4",
+        &[
             "-c:v",
             "libx265",
             "-x265-params",
@@ -85,21 +82,21 @@ const RECIPES: &[Recipe] = &[
             "-movflags",
             "frag_keyframe+empty_moov+default_base_moof",
         ],
-        with_audio: false,
-    },
-    Recipe {
-        name: "hvc1.mov",
-        args: &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:log-level=error", "-tag:v", "hvc1"],
-        with_audio: false,
-    },
-    Recipe {
-        name: "annexb.h265",
-        args: &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:log-level=error", "-f", "hevc"],
-        with_audio: false,
-    },
-    Recipe {
-        name: "full_range.mp4",
-        args: &[
+        false,
+    ),
+    pattern(
+        "hvc1.mov",
+        &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:log-level=error", "-tag:v", "hvc1"],
+        false,
+    ),
+    pattern(
+        "annexb.h265",
+        &["-c:v", "libx265", "-x265-params", "keyint=24:min-keyint=24:log-level=error", "-f", "hevc"],
+        false,
+    ),
+    pattern(
+        "full_range.mp4",
+        &[
             "-pix_fmt",
             "yuvj420p",
             "-color_range",
@@ -109,9 +106,18 @@ const RECIPES: &[Recipe] = &[
             "-x265-params",
             "keyint=24:bframes=0:log-level=error",
         ],
+        false,
+    ),
+    pattern("h264.mp4", &["-c:v", "libx264", "-g", "24"], false),
+    // A stream-copy cut starts at the keyframe before the cut point; its edit
+    // list hides the samples before the cut (decoded only as references).
+    Recipe {
+        name: "edit_list_cut.mp4",
+        args: &["-an", "-c", "copy"],
         with_audio: false,
+        cut_from: Some(("open_gop_bframes.mp4", "1.3")),
     },
-    Recipe { name: "h264.mp4", args: &["-c:v", "libx264", "-g", "24"], with_audio: false },
+    Recipe { name: "edit_list_cut.mov", args: &["-c", "copy"], with_audio: false, cut_from: Some(("hvc1.mov", "0.7")) },
 ];
 
 pub fn fixtures_dir() -> PathBuf {
@@ -131,7 +137,8 @@ pub fn shared_media_dir() -> Option<PathBuf> {
 fn make(recipe: &Recipe, dir: &Path) -> Result<PathBuf> {
     let path = dir.join(recipe.name);
     let stamp = dir.join(format!("{}.recipe", recipe.name));
-    let description = format!("{SOURCE} {SECONDS} {:?} audio={}", recipe.args, recipe.with_audio);
+    let description =
+        format!("{SOURCE} {SECONDS} {:?} audio={} cut={:?}", recipe.args, recipe.with_audio, recipe.cut_from);
     if path.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == description) {
         return Ok(path);
     }
@@ -139,11 +146,18 @@ fn make(recipe: &Recipe, dir: &Path) -> Result<PathBuf> {
     let extension = Path::new(recipe.name).extension().and_then(|e| e.to_str()).unwrap_or("mp4");
     let temporary = crate::unique_temporary(dir, recipe.name).with_extension(extension);
     let mut command = Command::new("ffmpeg");
-    command.args(["-v", "error", "-y", "-f", "lavfi", "-i", SOURCE]);
-    if recipe.with_audio {
-        command.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac", "-shortest"]);
+    command.args(["-v", "error", "-y"]);
+    if let Some((from, seconds)) = recipe.cut_from {
+        let source = RECIPES.iter().find(|r| r.name == from).context("cut of an unknown fixture")?;
+        command.args(["-ss", seconds, "-i"]).arg(make(source, dir)?);
+    } else {
+        command.args(["-f", "lavfi", "-i", SOURCE]);
+        if recipe.with_audio {
+            command.args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac", "-shortest"]);
+        }
+        command.args(["-t", SECONDS]);
     }
-    command.args(["-t", SECONDS]).args(recipe.args).arg(&temporary);
+    command.args(recipe.args).arg(&temporary);
     let output = command.output().context("cannot run ffmpeg: install it (see the README)")?;
     if !output.status.success() {
         bail!("ffmpeg failed to make {}: {}", recipe.name, String::from_utf8_lossy(&output.stderr));

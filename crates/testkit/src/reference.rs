@@ -56,6 +56,26 @@ pub fn packets(path: &Path) -> Result<Vec<Packet>> {
     Ok(serde_json::from_slice::<Output>(&output.stdout)?.packets)
 }
 
+/// Each packet's IRAP by byte offset: the last keyframe at or before it in
+/// decode order, as FFmpeg lists them.
+pub fn irap_of(packets: &[Packet]) -> std::collections::HashMap<u64, u64> {
+    let mut irap = None;
+    packets
+        .iter()
+        .map(|packet| {
+            if packet.keyframe() {
+                irap = Some(packet.pos);
+            }
+            (packet.pos, irap.unwrap_or(packet.pos))
+        })
+        .collect()
+}
+
+/// Whether FFmpeg shows the packet (an edit list hides the ones flagged `D`).
+pub fn shown(packet: &Packet) -> bool {
+    !packet.flags.contains('D')
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct StreamInfo {
     pub width: u32,

@@ -162,11 +162,11 @@ pub fn verify_over_websocket(server: &Running, key: &str, fixture: &Fixture, max
     Ok(checked)
 }
 
-/// Current value of a Prometheus counter (0 when not yet reported).
+/// Current value of a Prometheus metric, summed over its labels (0 when not yet reported).
 pub fn metric(server: &Running, name: &str) -> f64 {
     let text = http_get(server.port, "/metrics").expect("metrics").text();
     text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
