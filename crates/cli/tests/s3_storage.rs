@@ -81,12 +81,14 @@ fn a_frame_costs_its_irap_span_and_the_header_once() {
     assert_eq!(metric(&server, "bucket_streamer_storage_read_bytes_total"), before_repeat);
 }
 
-/// Waits until `/readyz` answers `status` (it is checked every few seconds), returning its body.
+/// Waits until `/readyz` answers `status` after storage was checked (before
+/// the first check it says so), returning its body.
 fn readyz_becomes(server: &Running, status: u16) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let response = testkit::processes::http_get(server.port, "/readyz").unwrap();
-        if response.status == status || std::time::Instant::now() > deadline {
+        let checked = !response.text().contains("not been checked");
+        if (checked && response.status == status) || std::time::Instant::now() > deadline {
             assert_eq!(response.status, status, "readyz: {}", response.text());
             return response.text();
         }

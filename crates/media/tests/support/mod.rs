@@ -4,6 +4,8 @@
 //! allocated at its peak.
 #![allow(dead_code)]
 
+pub mod mutate;
+
 use mp4_atom::{Decode, Encode, Moof, Moov};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
