@@ -34,6 +34,27 @@ enum Command {
     Index(index::IndexArgs),
     /// Convert videos to H.265 MP4 with the ffmpeg CLI.
     Convert(convert::ConvertArgs),
+    /// Mint an access token (HS256 JWT) for a server run with --auth-jwt-secret.
+    Token {
+        #[command(flatten)]
+        secret: Secret,
+        /// Only video paths starting with this may be opened.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Seconds the token is valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Sign a frame URL (path and query) so a page can embed it without a token.
+    SignUrl {
+        #[command(flatten)]
+        secret: Secret,
+        /// e.g. "/api/v1/frame?video=videos/a.mp4&frame=10"
+        url: String,
+        /// Seconds the URL is valid.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
     /// Measure one core's decode, colour conversion and JPEG encode cost per frame.
     Limit {
         /// A local video file.
@@ -44,6 +65,13 @@ enum Command {
         #[arg(long, default_value_t = 80)]
         jpeg_quality: u8,
     },
+}
+
+/// The server's `--auth-jwt-secret`.
+#[derive(clap::Args)]
+struct Secret {
+    #[arg(long = "secret", env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    value: String,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +91,17 @@ fn main() -> ExitCode {
         Some(Command::Index(args)) => runtime.block_on(index::run(args)),
         Some(Command::Convert(args)) => convert::run(args),
         Some(Command::Limit { file, frames, jpeg_quality }) => limit_command(&file, frames, jpeg_quality),
+        Some(Command::Token { secret, prefix, ttl }) => {
+            let auth = server::auth::Auth::new(&secret.value);
+            println!("{}", auth.token(prefix.as_deref(), server::auth::now() + ttl));
+            Ok(())
+        }
+        Some(Command::SignUrl { secret, url, ttl }) => {
+            let auth = server::auth::Auth::new(&secret.value);
+            let separator = if url.contains('?') { '&' } else { '?' };
+            println!("{}", auth.sign_url(&format!("{url}{separator}exp={}", server::auth::now() + ttl)));
+            Ok(())
+        }
     };
     // Work still on blocking threads (an index being built, a storage read)
     // must not hold the exit: waiting for it would ignore SIGTERM.

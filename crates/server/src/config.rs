@@ -128,6 +128,16 @@ pub struct ServeArgs {
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 900)]
     pub idle_timeout_secs: u64,
 
+    /// Secret for HS256 tokens and signed frame URLs (at least 32 bytes).
+    /// When set, `/ws` and `/api/v1/*` need a token or a signed URL.
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<String>,
+
+    /// Web page origins allowed to open `/ws` (comma list, `*` for any); the
+    /// server's own origin always is. Default: any origin.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Seconds allowed to index one video (read its header, build the frame
     /// table); a file that takes longer is refused as `too_large`.
     #[arg(long, env = "INDEX_TIMEOUT_SECS", default_value_t = 60)]
@@ -197,6 +207,9 @@ impl ServeArgs {
                     );
                 }
             }
+        }
+        if let Some(secret) = &self.auth_jwt_secret {
+            anyhow::ensure!(secret.len() >= 32, "--auth-jwt-secret must be at least 32 bytes (HS256 needs 256 bits)");
         }
         anyhow::ensure!(self.max_sessions > 0, "--max-sessions must be at least 1");
         anyhow::ensure!(self.max_frames_per_request > 0, "--max-frames-per-request must be at least 1");

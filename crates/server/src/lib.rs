@@ -5,6 +5,7 @@
 //! video: index, decoder, fetched bytes) → sessions (one per WebSocket) and
 //! the HTTP routes.
 
+pub mod auth;
 pub mod channel;
 pub mod channels;
 pub mod config;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub sessions: Arc<AtomicUsize>,
     pub metrics: PrometheusHandle,
     pub readiness: Arc<readiness::Readiness>,
+    /// Set when `--auth-jwt-secret` is: requests must then prove who they are.
+    pub auth: Option<auth::Auth>,
 }
 
 /// Runs the server until SIGINT/SIGTERM.
@@ -61,6 +64,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         sessions: Arc::new(AtomicUsize::new(0)),
         metrics: metrics::install(),
         readiness: Arc::default(),
+        auth: args.auth_jwt_secret.as_deref().map(auth::Auth::new),
         args,
     });
     let reaper = tokio::spawn(close_idle_channels(state.clone()));

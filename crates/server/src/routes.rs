@@ -4,12 +4,13 @@
 //! video's index is ~110 bytes of JSON per frame (12 MB for an hour at
 //! 30 fps) and shrinks about five times; JPEGs are left alone.
 
+use crate::auth::{AuthError, Grant};
 use crate::channel::{FrameFailure, OpenError};
 use crate::session::{self, SessionSlot};
 use crate::storage::StorageError;
 use crate::AppState;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{header, StatusCode};
+use axum::extract::{OriginalUri, Path, Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -40,7 +41,36 @@ struct ApiError(StatusCode, &'static str, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": self.1, "message": self.2}))).into_response()
+        let body = Json(json!({"error": self.1, "message": self.2}));
+        if self.0 == StatusCode::UNAUTHORIZED {
+            return (self.0, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+        (self.0, body).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        let status = if error.is_forbidden() { StatusCode::FORBIDDEN } else { StatusCode::UNAUTHORIZED };
+        ApiError(status, error.code(), error.to_string())
+    }
+}
+
+/// What this request may do: everything when authentication is off, else
+/// what its bearer token (or, where given, `query_token`) grants.
+fn grant(state: &AppState, headers: &HeaderMap, query_token: Option<&str>) -> Result<Grant, ApiError> {
+    match &state.auth {
+        None => Ok(Grant::everything()),
+        Some(auth) => Ok(auth.grant(headers, query_token)?),
+    }
+}
+
+/// Refuses a video path outside the grant with 403.
+fn check_path(grant: &Grant, path: &str) -> Result<(), ApiError> {
+    if grant.allows(path) {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden(grant.refusal(path)).into())
     }
 }
 
@@ -72,14 +102,37 @@ impl From<FrameFailure> for ApiError {
     }
 }
 
-async fn websocket(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
+#[derive(Deserialize)]
+struct WebSocketQuery {
+    /// A token for browsers, which cannot set headers on a WebSocket.
+    access_token: Option<String>,
+}
+
+async fn websocket(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<WebSocketQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !crate::auth::origin_allowed(&headers, &state.args.allowed_origins) {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        tracing::info!(origin, "refused a WebSocket from another site's page");
+        return ApiError(StatusCode::FORBIDDEN, "forbidden", "this page's origin may not open the WebSocket".into())
+            .into_response();
+    }
+    let grant = match grant(&state, &headers, query.access_token.as_deref()) {
+        Ok(grant) => grant,
+        Err(refusal) => return refusal.into_response(),
+    };
     let Some(slot) = SessionSlot::acquire(&state.sessions, state.args.max_sessions) else {
         // Close the refused connection: kept alive, a retrying client would
         // pile up idle connections (and file descriptors) instead.
         let refusal = ApiError(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many sessions; try again later".into());
         return ([(header::CONNECTION, "close")], refusal).into_response();
     };
-    upgrade.max_message_size(state.args.max_message_bytes).on_upgrade(move |socket| session::run(socket, state, slot))
+    upgrade
+        .max_message_size(state.args.max_message_bytes)
+        .on_upgrade(move |socket| session::run(socket, state, slot, grant))
 }
 
 #[derive(Deserialize)]
@@ -90,10 +143,25 @@ struct ListQuery {
 const VIDEO_EXTENSIONS: [&str; 7] = ["mp4", "m4v", "mov", "h265", "hevc", "265", "mkv"];
 const LIST_LIMIT: usize = 10_000;
 
-async fn list_videos(State(state): State<Arc<AppState>>, Query(query): Query<ListQuery>) -> Result<Response, ApiError> {
-    let objects = state.channels.storage().list(query.prefix.as_deref(), LIST_LIMIT).await.map_err(OpenError::from)?;
+async fn list_videos(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let grant = grant(&state, &headers, None)?;
+    // A token limited to a prefix lists under it; asking outside it is refused.
+    let prefix = match (query.prefix.as_deref(), grant.prefix()) {
+        (Some(asked), Some(granted)) if asked.starts_with(granted) => Some(asked),
+        (Some(asked), Some(granted)) if !granted.starts_with(asked) => {
+            return Err(AuthError::Forbidden(grant.refusal(asked)).into())
+        }
+        (_, Some(granted)) => Some(granted.trim_end_matches('/')),
+        (asked, None) => asked,
+    };
+    let objects = state.channels.storage().list(prefix, LIST_LIMIT).await.map_err(OpenError::from)?;
     let videos: Vec<_> = objects
         .iter()
+        .filter(|meta| grant.allows(meta.location.as_ref()))
         .filter(|meta| {
             let name = meta.location.as_ref();
             name.rsplit_once('.').is_some_and(|(_, ext)| VIDEO_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
@@ -104,10 +172,16 @@ async fn list_videos(State(state): State<Arc<AppState>>, Query(query): Query<Lis
 }
 
 /// `/api/v1/videos/{path}/index`: the path may contain slashes.
-async fn video_resource(State(state): State<Arc<AppState>>, Path(rest): Path<String>) -> Result<Response, ApiError> {
+async fn video_resource(
+    State(state): State<Arc<AppState>>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let grant = grant(&state, &headers, None)?;
     let Some(path) = rest.strip_suffix("/index") else {
         return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no resource /api/v1/videos/{rest}")));
     };
+    check_path(&grant, path)?;
     let channel = state.channels.open(path).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], channel.index_document()).into_response())
 }
@@ -127,8 +201,17 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 async fn frame(
     State(state): State<Arc<AppState>>,
     Query(query): Query<FrameQuery>,
-    headers: axum::http::HeaderMap,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // A signed URL vouches for exactly this frame; otherwise a token must.
+    let raw_query = uri.query().unwrap_or_default();
+    match &state.auth {
+        Some(auth) if raw_query.split('&').any(|pair| pair.starts_with("sig=")) => {
+            auth.check_signed_url(uri.path(), raw_query).map_err(ApiError::from)?
+        }
+        _ => check_path(&grant(&state, &headers, None)?, &query.video)?,
+    }
     let channel = state.channels.open(&query.video).await?;
     let position = match (query.offset, query.frame) {
         (Some(offset), None) => channel.resolve(offset, query.irap_offset)?,

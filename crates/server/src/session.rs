@@ -19,6 +19,7 @@
 //! that answers no ping within it, or a client that sends nothing for the
 //! idle timeout is closed with a close code saying which (docs/protocol.md).
 
+use crate::auth::Grant;
 use crate::channel::{Channel, FrameFailure};
 use crate::metrics::{FRAMES_SERVED, FRAME_ERRORS, SESSIONS, SESSIONS_CLOSED};
 use crate::protocol::{parse, ChunkRejection, ChunkSpec, Command, FrameRequest, Reply, VideoSummary};
@@ -119,7 +120,8 @@ impl Shared {
     }
 }
 
-pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
+/// Serves one WebSocket; `grant` says which videos it may open.
+pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, grant: Grant) {
     let (sink, mut stream) = socket.split();
     let (out, outgoing) = mpsc::channel::<Outgoing>(64);
     let timeouts = state.args.session_timeouts();
@@ -170,13 +172,13 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
         let delivered = match command {
             Err(message) => send(&out, Reply::Error { message }).await,
             Ok(Command::SetVideo { path }) => {
-                let (channel, reply) = set_video(path, &state).await;
+                let (channel, reply) = set_video(path, &state, &grant).await;
                 video = channel;
                 chunks.clear();
                 send(&out, reply).await
             }
             Ok(Command::RequestFrames { frames, mode }) => {
-                request_frames(frames, mode.as_deref(), video.as_ref(), &state, &shared, &out).await
+                request_frames(frames, mode.as_deref(), video.as_ref(), &state, &grant, &shared, &out).await
             }
             Ok(Command::Cancel) => {
                 let cancelled = shared.queue().take_all();
@@ -190,7 +192,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot) {
                 Some(channel) => match chunk_frames(channel, irap_offset, request_id, &chunks) {
                     Ok(frames) => {
                         preload_next_chunk(channel, irap_offset, &chunks);
-                        request_frames(frames, mode.as_deref(), video.as_ref(), &state, &shared, &out).await
+                        request_frames(frames, mode.as_deref(), video.as_ref(), &state, &grant, &shared, &out).await
                     }
                     Err(message) => send(&out, Reply::Error { message }).await,
                 },
@@ -296,7 +298,11 @@ async fn send_within(
     }
 }
 
-async fn set_video(path: String, state: &AppState) -> (Option<Arc<Channel>>, Reply) {
+async fn set_video(path: String, state: &AppState, grant: &Grant) -> (Option<Arc<Channel>>, Reply) {
+    if !grant.allows(&path) {
+        let error = format!("forbidden: {}", grant.refusal(&path));
+        return (None, Reply::VideoSet { path, ok: false, error: Some(error), video: None });
+    }
     match state.channels.open(&path).await {
         Ok(channel) => {
             let index = &channel.index;
@@ -426,6 +432,7 @@ async fn request_frames(
     mode: Option<&str>,
     video: Option<&Arc<Channel>>,
     state: &AppState,
+    grant: &Grant,
     shared: &Shared,
     out: &mpsc::Sender<Outgoing>,
 ) -> bool {
@@ -441,7 +448,7 @@ async fn request_frames(
     let over_request = frames.split_off(frames.len().min(limits.max_frames_per_request));
     let room = limits.max_queued_frames.saturating_sub(shared.queue().len());
     let over_queue = frames.split_off(frames.len().min(room));
-    let channels = channels_for(&frames, video, state).await;
+    let channels = channels_for(&frames, video, state, grant).await;
     let jobs = jobs_for(frames, channels, mode);
     if mode == Mode::Latest {
         // The position being decoded is one the user has left: stop it at the
@@ -471,6 +478,7 @@ async fn channels_for(
     frames: &[FrameRequest],
     current: Option<&Arc<Channel>>,
     state: &AppState,
+    grant: &Grant,
 ) -> Vec<Result<Arc<Channel>, FrameFailure>> {
     let mut named: HashMap<&str, Result<Arc<Channel>, FrameFailure>> = HashMap::new();
     let mut channels = Vec::with_capacity(frames.len());
@@ -479,6 +487,7 @@ async fn channels_for(
             None => {
                 current.cloned().ok_or_else(|| FrameFailure::new("no_video", "no video is set: send SetVideo first"))
             }
+            Some(path) if !grant.allows(path) => Err(FrameFailure::new("forbidden", grant.refusal(path))),
             Some(path) => {
                 if !named.contains_key(path) {
                     let opened = state.channels.open(path).await;

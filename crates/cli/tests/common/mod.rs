@@ -71,7 +71,12 @@ pub struct IndexFrame {
 }
 
 pub fn fetch_index(server: &Running, key: &str) -> Result<(Value, Vec<IndexFrame>)> {
-    let response = http_get(server.port, &format!("/api/v1/videos/{key}/index"))?;
+    fetch_index_with(server, key, &[])
+}
+
+/// `fetch_index` with extra request headers (a token).
+pub fn fetch_index_with(server: &Running, key: &str, headers: &[(&str, &str)]) -> Result<(Value, Vec<IndexFrame>)> {
+    let response = testkit::processes::http_get_with(server.port, &format!("/api/v1/videos/{key}/index"), headers)?;
     ensure!(response.status == 200, "index of {key}: HTTP {} {}", response.status, response.text());
     let body = response.json()?;
     let frames = body["frames"]
