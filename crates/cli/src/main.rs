@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Stream frames from a running server and report FPS and latency.
     Bench(bench::BenchArgs),
     /// Write the offsets JSON of a local video or s3://bucket/key.
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Serve(args)) => serve_command(&runtime, args),
+        Some(Command::Serve(args)) => serve_command(&runtime, *args),
         None => serve_command(&runtime, cli.serve),
         Some(Command::Bench(args)) => runtime.block_on(bench_command(args)),
         Some(Command::Index(args)) => runtime.block_on(index::run(args)),
