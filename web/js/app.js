@@ -4,6 +4,7 @@
 // and the error banner up to date. Several clips share one WebSocket and
 // one position (kept in sync by time).
 
+import { refusedForToken, withToken } from './auth.js';
 import { Connection } from './connection.js';
 import { Clip, formatTime } from './clip.js';
 import { Timeline } from './timeline.js';
@@ -42,7 +43,7 @@ class App {
     this.stats = new Stats();
     this.timeline = new Timeline($('#timeline'), (frame, dragging) => this.scrub(frame, dragging));
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    this.connection = new Connection(`${scheme}//${location.host}/ws`, {
+    this.connection = new Connection(() => withToken(`${scheme}//${location.host}/ws`), {
       onstate: (state, detail) => this.connectionChanged(state, detail),
       onframe: (header, jpeg) => this.frameArrived(header, jpeg),
       onframeerror: (message) => this.frameFailed(message),
@@ -321,6 +322,8 @@ class App {
     status.textContent = { open: 'connected', connecting: 'connecting…', closed: 'disconnected' }[state];
     if (state === 'closed' && detail.startsWith('idle')) {
       status.textContent = 'idle'; // closed by the server after a long pause; the next action reconnects
+    } else if (state === 'closed' && refusedForToken()) {
+      this.showError('Authentication required: open this page with ?access_token=<token>', 'connection');
     } else if (state === 'closed') {
       this.showError(`Connection lost, ${detail}…`, 'connection');
     } else if (state === 'open') {

@@ -3,6 +3,8 @@
 // time and where the keyframes are; never draws a picture older than the
 // one it shows.
 
+import { api } from './auth.js';
+
 export class Clip {
   constructor(path, index, element) {
     this.path = path;
@@ -20,7 +22,7 @@ export class Clip {
   }
 
   static async load(path, element) {
-    const response = await fetch(`/api/v1/videos/${path.split('/').map(encodeURIComponent).join('/')}/index`);
+    const response = await api(`/api/v1/videos/${path.split('/').map(encodeURIComponent).join('/')}/index`);
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
       throw new Error(body.message || `cannot open ${path}: HTTP ${response.status}`);

@@ -17,7 +17,8 @@ export class Connection {
 
   open() {
     this.setState('connecting');
-    const socket = new WebSocket(this.url);
+    // The URL may be a function, so a token typed in later is used on reconnect.
+    const socket = new WebSocket(typeof this.url === 'function' ? this.url() : this.url);
     socket.binaryType = 'arraybuffer';
     socket.onopen = () => {
       this.retryDelay = 250;

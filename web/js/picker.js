@@ -2,6 +2,7 @@
 // filtered by prefix as the user types. A click opens a video; `+` adds it
 // to the grid. The open videos are highlighted.
 
+import { api } from './auth.js';
 import { formatBytes } from './stats.js';
 
 export class Picker {
@@ -19,7 +20,7 @@ export class Picker {
 
   async load(prefix) {
     try {
-      const response = await fetch(`/api/v1/videos?prefix=${encodeURIComponent(prefix)}`);
+      const response = await api(`/api/v1/videos?prefix=${encodeURIComponent(prefix)}`);
       const body = await response.json();
       if (!response.ok) throw new Error(body.message || `HTTP ${response.status}`);
       this.list.replaceChildren(...body.videos.map((video) => this.item(video)));

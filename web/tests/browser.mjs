@@ -15,7 +15,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 
-const [base, video, second, out] = process.argv.slice(2);
+const [base, video, second, out, authBase, token] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 const report = (object) => process.stdout.write(`${JSON.stringify(object)}\n`);
@@ -183,6 +183,24 @@ await page.goto(`${base}/`);
 await page.click(`#video-list li[data-path="${second}"] button.open`);
 await shown(0, 'opening a video from the picker');
 check(new URL(page.url()).searchParams.get('video') === second, `the URL names ${page.url()}`);
+
+// A server that needs a token: a page given ?access_token= draws its frame
+// and takes the token out of the address bar; without one it asks, and
+// when the question is dismissed says why nothing shows.
+await page.goto(`${authBase}/?video=${video}&frame=12&access_token=${token}`);
+await shown(12, 'with an access token');
+await capture('with-token', 12);
+check(!page.url().includes('access_token'), `the token leaves the address bar: ${page.url()}`);
+const anonymous = await browser.newPage({ viewport: { width: 1024, height: 640 } });
+let asked = false;
+anonymous.on('dialog', (dialog) => {
+  asked = true;
+  dialog.dismiss();
+});
+await anonymous.goto(`${authBase}/?video=${video}`);
+await anonymous.waitForSelector('#message:not([hidden])', { timeout: 15000 });
+const unauthorised = await anonymous.textContent('#message');
+check(asked && /authentication required/i.test(unauthorised), `without a token the page asks and says "${unauthorised}"`);
 
 check(problems.length === 0, `the page threw: ${problems.join('; ')}`);
 await browser.close();

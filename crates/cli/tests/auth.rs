@@ -135,7 +135,8 @@ fn every_way_in_needs_a_valid_credential() {
 
 #[test]
 fn a_short_secret_is_refused_at_start() {
-    let output = Command::new(binary()).args(["serve", "--local-path", ".", "--auth-jwt-secret", "short"]).output().unwrap();
+    let output =
+        Command::new(binary()).args(["serve", "--local-path", ".", "--auth-jwt-secret", "short"]).output().unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("at least 32 bytes"));
 }

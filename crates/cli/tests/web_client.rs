@@ -1,8 +1,9 @@
 //! The web client in a real browser: Debian's headless Chromium driven by
 //! Playwright (`web/tests/browser.mjs`) against the real server. The script
 //! opens, steps, scrubs, plays, shows a grid, survives a server restart and
-//! shows errors; this test restarts the server when asked and compares every
-//! canvas the script saved with FFmpeg's decode of that frame.
+//! shows errors, and uses a token on a server that needs one; this test
+//! restarts the server when asked and compares every canvas the script
+//! saved with FFmpeg's decode of that frame.
 
 mod common;
 
@@ -61,6 +62,10 @@ fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {
     let server = testkit::processes::start_server(&binary(), &server_args, &[]).unwrap();
     let (port, base_url) = (server.port, server.base_url());
     let mut server = Some(server);
+    let secret = "a-browser-test-secret-long-enough-for-hs256";
+    let guarded_args = ["--local-path", root.to_str().unwrap(), "--auth-jwt-secret", secret];
+    let guarded = testkit::processes::start_server(&binary(), &guarded_args, &[]).unwrap();
+    let token = server::auth::Auth::new(secret).token(None, server::auth::now() + 600);
     let out = testkit::workspace_root().join("target/test-artifacts/web-client");
     let _ = std::fs::remove_dir_all(&out);
 
@@ -70,6 +75,7 @@ fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {
         .arg(&base_url)
         .args(["videos/bbb720-frag.mp4", "videos/bbb1080-frag.mp4"])
         .arg(&out)
+        .args([&guarded.base_url(), &token])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -107,7 +113,8 @@ fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {
     };
     let (first_factor, first_reference) = reference_of(&first, 1280);
     let (second_factor, second_reference) = reference_of(&second, 1920);
-    assert!(captures.len() >= 7, "captures: {captures:?}");
+    assert!(captures.len() >= 8, "captures: {captures:?}");
+    assert!(captures.iter().any(|c| c["capture"] == "with-token"), "the page with a token drew its frame");
     for capture in &captures {
         let (width, height) =
             (capture["width"].as_u64().unwrap() as usize, capture["height"].as_u64().unwrap() as usize);

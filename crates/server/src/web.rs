@@ -12,6 +12,7 @@ const FILES: &[(&str, &str)] = &[
     ("index.html", include_str!("../../../web/index.html")),
     ("style.css", include_str!("../../../web/style.css")),
     ("js/app.js", include_str!("../../../web/js/app.js")),
+    ("js/auth.js", include_str!("../../../web/js/auth.js")),
     ("js/clip.js", include_str!("../../../web/js/clip.js")),
     ("js/connection.js", include_str!("../../../web/js/connection.js")),
     ("js/picker.js", include_str!("../../../web/js/picker.js")),
