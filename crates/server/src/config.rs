@@ -84,6 +84,16 @@ pub struct ServeArgs {
     #[arg(long, env = "MAX_SESSIONS", default_value_t = 1024)]
     pub max_sessions: usize,
 
+    /// Most HTTP connections open at once; more are closed at once.
+    /// (WebSocket sessions are bounded by --max-sessions.)
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Seconds a client may take to send a request's headers; also how long
+    /// an idle kept-alive HTTP connection stays open.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
     /// Most frames one RequestFrames may ask for; the rest are answered with FrameError.
     #[arg(long, env = "MAX_FRAMES_PER_REQUEST", default_value_t = 10_000)]
     pub max_frames_per_request: usize,
@@ -212,6 +222,8 @@ impl ServeArgs {
             anyhow::ensure!(secret.len() >= 32, "--auth-jwt-secret must be at least 32 bytes (HS256 needs 256 bits)");
         }
         anyhow::ensure!(self.max_sessions > 0, "--max-sessions must be at least 1");
+        anyhow::ensure!(self.max_connections > 0, "--max-connections must be at least 1");
+        anyhow::ensure!(self.http_header_timeout_secs > 0, "--http-header-timeout-secs must be at least 1");
         anyhow::ensure!(self.max_frames_per_request > 0, "--max-frames-per-request must be at least 1");
         anyhow::ensure!(self.max_open_videos > 0, "--max-open-videos must be at least 1");
         anyhow::ensure!(self.storage_timeout_secs > 0, "--storage-timeout-secs must be at least 1");

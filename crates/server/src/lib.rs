@@ -13,6 +13,7 @@ pub mod decode_thread;
 pub mod encode_slots;
 pub mod frame_cache;
 pub mod index_document;
+pub mod listener;
 pub mod metrics;
 pub mod protocol;
 pub mod readiness;
@@ -70,7 +71,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let reaper = tokio::spawn(close_idle_channels(state.clone()));
     let readiness = tokio::spawn(state.readiness.clone().watch(storage.clone()));
     tracing::info!(%address, storage = %storage.describe(), "listening");
-    axum::serve(listener, routes::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let limits = listener::Limits {
+        max_connections: state.args.max_connections,
+        header_timeout: std::time::Duration::from_secs(state.args.http_header_timeout_secs),
+        drain: std::time::Duration::from_secs(10),
+    };
+    listener::serve(listener, routes::router(state.clone()), limits, shutdown_signal()).await;
     reaper.abort();
     readiness.abort();
     tracing::info!("stopped");

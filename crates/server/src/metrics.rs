@@ -19,6 +19,8 @@ pub const SESSIONS: &str = "bucket_streamer_sessions";
 pub const SESSIONS_CLOSED: &str = "bucket_streamer_sessions_closed_total";
 pub const CHANNELS: &str = "bucket_streamer_channels";
 pub const READY: &str = "bucket_streamer_ready";
+pub const CONNECTIONS: &str = "bucket_streamer_http_connections";
+pub const CONNECTIONS_REFUSED: &str = "bucket_streamer_http_connections_refused_total";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn install() -> PrometheusHandle {
@@ -56,6 +58,8 @@ fn describe() {
     metrics::describe_gauge!(SESSIONS, "Open WebSocket sessions");
     metrics::describe_counter!(SESSIONS_CLOSED, "Sessions the server closed, by reason (not reading, idle, too big)");
     metrics::describe_gauge!(CHANNELS, "Videos open in this process");
+    metrics::describe_gauge!(CONNECTIONS, "HTTP connections open (WebSocket sessions are counted as sessions)");
+    metrics::describe_counter!(CONNECTIONS_REFUSED, "Connections closed at once because --max-connections were open");
     metrics::describe_gauge!(READY, "1 when storage answers and the process takes traffic, else 0");
     // Every series exists from the first scrape, so dashboards and rate() work on a fresh pod.
     for counter in [
@@ -69,10 +73,11 @@ fn describe() {
         PREFETCH_YIELDS,
         DECODER_PANICS,
         SESSIONS_CLOSED,
+        CONNECTIONS_REFUSED,
     ] {
         metrics::counter!(counter).absolute(0);
     }
-    for gauge in [SESSIONS, CHANNELS, READY] {
+    for gauge in [SESSIONS, CHANNELS, READY, CONNECTIONS] {
         metrics::gauge!(gauge).set(0.0);
     }
     for histogram in [FETCH_SECONDS, DECODE_SECONDS, ENCODE_SECONDS] {
