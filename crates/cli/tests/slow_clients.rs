@@ -2,6 +2,7 @@
 //! frames and never read a byte, and a normal client on another video still
 //! gets every uncached frame within twice its unloaded latency. The stuck
 //! sessions are closed after the client timeout; memory stays bounded.
+//! Idle sessions and clients that answer no ping are closed with their codes.
 
 mod common;
 
@@ -122,4 +123,42 @@ fn clients_that_never_read_do_not_slow_anyone_else() {
     eprintln!("peak RSS {} MiB", peak_rss >> 20);
     assert!(peak_rss < 1 << 30, "RSS stays bounded: peak {} MiB", peak_rss >> 20);
     drop(stuck);
+}
+
+#[test]
+fn idle_sessions_and_silent_peers_are_closed_with_their_codes() {
+    let (server, _root) = common::serve_generated(
+        "session-timeouts",
+        &["no_bframes.mp4"],
+        &["--idle-timeout-secs", "4", "--ping-interval-secs", "1", "--client-timeout-secs", "1"],
+    );
+    let started = Instant::now();
+    // The idle client reads (so it answers pings) and sends nothing.
+    let mut idle = Client::connect(&server.ws_url()).unwrap();
+    let idle = std::thread::spawn(move || idle.close_code().unwrap());
+    let (mut busy, mut deaf) =
+        (Client::connect(&server.ws_url()).unwrap(), stuck_client(&server, "videos/no_bframes.mp4", &[]));
+    // The busy client keeps asking.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        busy.send_text(r#"{"type":"Dance"}"#).unwrap();
+        assert_eq!(busy.receive_json().unwrap()["type"], "Error");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let (code, reason) = idle.join().unwrap();
+    assert_eq!((code, reason.as_str()), (1000, "idle timeout"));
+    assert!(started.elapsed() >= Duration::from_secs(4), "not before the idle timeout");
+    busy.send_text(r#"{"type":"Dance"}"#).unwrap();
+    assert_eq!(busy.receive_json().unwrap()["type"], "Error", "a session in use stays open");
+    // The deaf client never read, so it never answered a ping. Read its raw
+    // bytes now, without answering anything (an answer to a closed socket
+    // would reset it): the last frame is the close, code 1008 with its reason.
+    let tungstenite::stream::MaybeTlsStream::Plain(stream) = deaf.get_mut() else { unreachable!() };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut raw = Vec::new();
+    let _ = std::io::Read::read_to_end(stream, &mut raw);
+    let reason = b"no answer to pings";
+    let mut close = vec![0x88, 2 + reason.len() as u8, 0x03, 0xf0];
+    close.extend_from_slice(reason);
+    assert!(raw.windows(close.len()).any(|w| w == close), "no 1008 close frame in {:?}", String::from_utf8_lossy(&raw));
 }

@@ -209,6 +209,17 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, gra
     if tokio::time::timeout(timeouts.client, &mut writer).await.is_err() {
         writer.abort();
     }
+    // The closing handshake: read what the client still sends until it
+    // answers the close (briefly). Dropping a socket with unread data resets
+    // it, and the client would lose the close frame that says why.
+    let drain = async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
     drop(slot);
 }
 

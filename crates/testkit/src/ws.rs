@@ -90,6 +90,17 @@ impl Client {
         }
     }
 
+    /// Reads until the server closes the connection; its close code and reason.
+    pub fn close_code(&mut self) -> Result<(u16, String)> {
+        loop {
+            match self.socket.read().context("the connection ended without a close frame")? {
+                Message::Close(Some(frame)) => return Ok((frame.code.into(), frame.reason.to_string())),
+                Message::Close(None) => bail!("closed without a code"),
+                _ => continue,
+            }
+        }
+    }
+
     pub fn send_binary(&mut self, bytes: Vec<u8>) -> Result<()> {
         self.socket.send(Message::binary(bytes))?;
         Ok(())
