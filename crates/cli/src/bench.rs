@@ -80,6 +80,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     pub duration_secs: u64,
 
+    /// A slow reader: pause this long after every answer before reading the next.
+    #[arg(long, default_value_t = 0)]
+    pub read_delay_ms: u64,
+
     /// Seconds to wait for any one answer before giving up.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
@@ -168,9 +172,10 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
         .map(|(client, (video, frames))| {
             let (url, output, progress, mode) =
                 (args.url.clone(), args.output.clone(), progress.clone(), args.mode.clone());
+            let read_delay = Duration::from_millis(args.read_delay_ms);
             tokio::spawn(async move {
                 let mode = mode.as_deref();
-                run_client(client, &url, &video, frames, batch, mode, output, timeout, progress).await
+                run_client(client, &url, &video, frames, batch, mode, output, (timeout, read_delay), progress).await
             })
         })
         .collect();
@@ -297,7 +302,7 @@ async fn run_client(
     batch: usize,
     mode: Option<&str>,
     output: Option<PathBuf>,
-    timeout: Duration,
+    (timeout, read_delay): (Duration, Duration),
     progress: ProgressBar,
 ) -> Result<ClientResult> {
     let (mut socket, _) =
@@ -349,6 +354,9 @@ async fn run_client(
                 _ => bail!("unexpected message while waiting for frames: {header}"),
             }
             progress.inc(1);
+            if !read_delay.is_zero() {
+                tokio::time::sleep(read_delay).await;
+            }
         }
     }
     let _ = socket.close(None).await;

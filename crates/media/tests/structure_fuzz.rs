@@ -8,7 +8,10 @@
 //! The test suite runs a short, fixed-seed pass and replays every case in
 //! `tests/fuzz-regressions/`; `scripts/fuzz` runs for minutes with fresh
 //! seeds. A failing case is written there as its seed file and edits (and
-//! the whole mutant under `target/fuzz-failures/`) so it stays a regression test.
+//! the whole mutant under `target/fuzz-failures/`) so it stays a regression
+//! test. A case that kills the process (an allocation the system refuses
+//! aborts; it cannot be caught) is noted before it runs, as its seed and
+//! number, and the next run regenerates and records it.
 
 mod support;
 
@@ -130,6 +133,48 @@ fn record(seed: &Seed, edits: Vec<Edit>, mutant: &[u8], failure: &str) -> PathBu
     path
 }
 
+/// Where the case being run is noted (`seed number`), so a case that
+/// aborts the process is not lost.
+fn in_progress_path() -> PathBuf {
+    testkit::workspace_root().join("target/fuzz-failures/in-progress")
+}
+
+/// The edits of mutant number `number` of a run with `seed_number`.
+fn regenerate(seeds: &[Seed], seed_number: u64, number: u64) -> (usize, Vec<Edit>) {
+    let mut rng = StdRng::seed_from_u64(seed_number);
+    let mut ran = 0;
+    loop {
+        for (which, seed) in seeds.iter().enumerate() {
+            let edits = mutate(seed, &mut rng);
+            if ran == number {
+                return (which, edits);
+            }
+            ran += 1;
+        }
+    }
+}
+
+fn mutate(seed: &Seed, rng: &mut StdRng) -> Vec<Edit> {
+    match seed.target {
+        Target::Mp4 => mutate::mutate_mp4(&seed.bytes, rng),
+        Target::AnnexB => mutate::mutate_annexb(&seed.bytes, rng),
+    }
+}
+
+/// Records the case a previous run was running when the process died.
+fn recover_aborted_case(seeds: &[Seed]) -> Option<String> {
+    let noted = std::fs::read_to_string(in_progress_path()).ok()?;
+    let _ = std::fs::remove_file(in_progress_path());
+    let (seed_number, number) = noted.trim().split_once(' ')?;
+    let (seed_number, number) = (seed_number.parse().ok()?, number.parse().ok()?);
+    let (which, edits) = regenerate(seeds, seed_number, number);
+    let mut mutant = seeds[which].bytes.clone();
+    mutate::apply(&mut mutant, &edits);
+    let failure = "killed the process (an allocation the system refused, or a crash)";
+    let path = record(&seeds[which], edits, &mutant, failure);
+    Some(format!("{}: {failure} (kept as {})", seeds[which].name, path.display()))
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -140,8 +185,9 @@ fn structure_aware_mutants_never_crash_stall_or_balloon() {
     let iterations = env_number("FUZZ_ITERATIONS", 40);
     let deadline = Instant::now() + Duration::from_secs(env_number("FUZZ_SECONDS", 600));
     let seeds = seeds();
+    let mut failures: Vec<String> = recover_aborted_case(&seeds).into_iter().collect();
+    std::fs::create_dir_all(in_progress_path().parent().unwrap()).unwrap();
     let mut rng = StdRng::seed_from_u64(seed_number);
-    let mut failures = Vec::new();
     let mut ran = 0u64;
     // Each round mutates every seed once; stop at the iteration count or the time.
     'rounds: while ran < iterations * seeds.len() as u64 {
@@ -149,12 +195,10 @@ fn structure_aware_mutants_never_crash_stall_or_balloon() {
             if Instant::now() > deadline {
                 break 'rounds;
             }
-            let edits = match seed.target {
-                Target::Mp4 => mutate::mutate_mp4(&seed.bytes, &mut rng),
-                Target::AnnexB => mutate::mutate_annexb(&seed.bytes, &mut rng),
-            };
+            let edits = mutate(seed, &mut rng);
             let mut mutant = seed.bytes.clone();
             mutate::apply(&mut mutant, &edits);
+            std::fs::write(in_progress_path(), format!("{seed_number} {ran}")).unwrap();
             if let Err(failure) = check(mutant.clone()) {
                 let path = record(seed, edits, &mutant, &failure);
                 failures.push(format!("{}: {failure} (kept as {})", seed.name, path.display()));
@@ -162,6 +206,7 @@ fn structure_aware_mutants_never_crash_stall_or_balloon() {
             ran += 1;
         }
     }
+    let _ = std::fs::remove_file(in_progress_path());
     eprintln!("fuzz: seed {seed_number}, {ran} mutants of {} files", seeds.len());
     assert!(failures.is_empty(), "{} failing mutants:\n{}", failures.len(), failures.join("\n"));
 }

@@ -6,9 +6,17 @@
 //! short; for Annex-B streams the NAL headers and the first bytes of
 //! parameter sets and slice headers, start codes added and removed.
 //!
+//! Two kinds of MP4 mutation: edits of the raw box bytes (sizes that lie,
+//! boxes cut, repeated or dropped), and typed ones: the `moov` or a `moof`
+//! decoded with mp4-atom, a count, size, offset or time in its sample
+//! tables, edit list or fragment runs changed, and the box encoded again,
+//! so the file is well-formed and only its numbers lie (a table of
+//! identical sizes promising billions of samples, an offset past the end).
+//!
 //! A mutation is a list of edits, so a failing case is written down as its
 //! seed file and edits (`fuzz-regressions/*.json`) and replayed every run.
 
+use mp4_atom::{Decode, Encode, Moof, Moov, StscEntry, StszSamples, SttsEntry, TrunSamples};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -23,6 +31,8 @@ pub enum Edit {
     Remove { at: usize, len: usize },
     /// Keep only the first `len` bytes.
     Truncate { len: usize },
+    /// Replace `len` bytes at `at` with `bytes` (a re-encoded box).
+    Splice { at: usize, len: usize, bytes: Vec<u8> },
 }
 
 pub fn apply(data: &mut Vec<u8>, edits: &[Edit]) {
@@ -47,6 +57,11 @@ pub fn apply(data: &mut Vec<u8>, edits: &[Edit]) {
                 }
             }
             Edit::Truncate { len } => data.truncate(*len),
+            Edit::Splice { at, len, bytes } => {
+                if at + len <= data.len() {
+                    data.splice(*at..at + len, bytes.iter().copied());
+                }
+            }
         }
     }
 }
@@ -127,10 +142,150 @@ fn write_u32(at: usize, value: u32) -> Edit {
     Edit::Write { at, bytes: value.to_be_bytes().to_vec() }
 }
 
+/// A random element to change, if there is one.
+fn pick_mut<'a, T>(items: &'a mut [T], rng: &mut StdRng) -> Option<&'a mut T> {
+    if items.is_empty() {
+        return None;
+    }
+    let at = rng.random_range(0..items.len());
+    items.get_mut(at)
+}
+
+fn interesting_u64(rng: &mut StdRng, current: u64, file_len: usize) -> u64 {
+    match rng.random_range(0..6) {
+        0 => u64::MAX - rng.random_range(0..4096),
+        1 => (i64::MAX as u64).wrapping_add(rng.random_range(0..2)),
+        2 => file_len as u64 + rng.random_range(0..64),
+        3 => current.wrapping_mul(1 << rng.random_range(1..40)),
+        _ => u64::from(interesting_u32(rng, current as u32, file_len)),
+    }
+}
+
+/// The `moov` (or, in a fragmented file, sometimes a `moof`) decoded, one
+/// to three of its numbers changed, and encoded again in place.
+fn mutate_typed(data: &[u8], found: &[Found], rng: &mut StdRng) -> Option<Edit> {
+    let moofs: Vec<&Found> = found.iter().filter(|b| &b.kind == b"moof").collect();
+    let moov = found.iter().find(|b| &b.kind == b"moov")?;
+    let target = if !moofs.is_empty() && rng.random_bool(0.5) { moofs[rng.random_range(0..moofs.len())] } else { moov };
+    let bytes = &data[target.offset..target.offset + target.size];
+    let len = data.len();
+    let mut encoded = Vec::new();
+    if &target.kind == b"moov" {
+        let mut moov = Moov::decode(&mut &bytes[..]).ok()?;
+        let trak = moov.trak.iter_mut().find(|t| t.mdia.hdlr.handler == mp4_atom::FourCC::new(b"vide"))?;
+        for _ in 0..rng.random_range(1..=3) {
+            let stbl = &mut trak.mdia.minf.stbl;
+            match rng.random_range(0..10) {
+                0 => {
+                    let size = interesting_u32(rng, 1000, len).max(1);
+                    stbl.stsz.samples = StszSamples::Identical { count: interesting_u32(rng, 100, len), size };
+                }
+                1 => {
+                    if let StszSamples::Different { sizes } = &mut stbl.stsz.samples {
+                        if let Some(size) = pick_mut(sizes, rng) {
+                            *size = interesting_u32(rng, *size, len);
+                        }
+                    }
+                }
+                2 => {
+                    let entries = &mut stbl.stsc.entries;
+                    let first_chunk = interesting_u32(rng, 1, len);
+                    let samples_per_chunk = interesting_u32(rng, 1, len);
+                    let entry = StscEntry { first_chunk, samples_per_chunk, sample_description_index: 1 };
+                    let at = rng.random_range(0..=entries.len());
+                    entries.insert(at, entry);
+                }
+                3 => {
+                    if let Some(stco) = &mut stbl.stco {
+                        if let Some(offset) = pick_mut(&mut stco.entries, rng) {
+                            *offset = interesting_u32(rng, *offset, len);
+                        }
+                    } else if let Some(co64) = &mut stbl.co64 {
+                        if let Some(offset) = pick_mut(&mut co64.entries, rng) {
+                            *offset = interesting_u64(rng, *offset, len);
+                        }
+                    }
+                }
+                4 => {
+                    let (sample_count, sample_delta) = (interesting_u32(rng, 10, len), interesting_u32(rng, 512, len));
+                    stbl.stts.entries.insert(0, SttsEntry { sample_count, sample_delta });
+                }
+                5 => {
+                    if let Some(ctts) = &mut stbl.ctts {
+                        if let Some(entry) = pick_mut(&mut ctts.entries, rng) {
+                            entry.sample_count = interesting_u32(rng, entry.sample_count, len);
+                            entry.sample_offset =
+                                i64::from(interesting_u32(rng, entry.sample_offset as u32, len) as i32);
+                        }
+                    }
+                }
+                6 => {
+                    let stss = stbl.stss.get_or_insert_with(Default::default);
+                    stss.entries = (0..rng.random_range(0..8)).map(|_| interesting_u32(rng, 1, len)).collect();
+                }
+                7 => {
+                    let entries = (0..rng.random_range(1..5))
+                        .map(|_| mp4_atom::ElstEntry {
+                            segment_duration: interesting_u64(rng, 1000, len),
+                            media_time: rng.random_bool(0.8).then(|| interesting_u64(rng, 1024, len) >> 1),
+                            media_rate: 1.into(),
+                        })
+                        .collect();
+                    trak.edts = Some(mp4_atom::Edts { elst: Some(mp4_atom::Elst { entries }) });
+                }
+                8 => trak.mdia.mdhd.timescale = interesting_u32(rng, trak.mdia.mdhd.timescale, len),
+                _ => moov.mvhd.timescale = interesting_u32(rng, moov.mvhd.timescale, len),
+            }
+        }
+        moov.encode(&mut encoded).ok()?;
+    } else {
+        let mut moof = Moof::decode(&mut &bytes[..]).ok()?;
+        let traf = moof.traf.first_mut()?;
+        for _ in 0..rng.random_range(1..=3) {
+            match rng.random_range(0..7) {
+                0 => traf.tfhd.base_data_offset = Some(interesting_u64(rng, target.offset as u64, len)),
+                1 => traf.tfhd.default_sample_size = Some(interesting_u32(rng, 1000, len)),
+                2 => {
+                    let time = traf.tfdt.as_ref().map_or(0, |t| t.base_media_decode_time);
+                    traf.tfdt = Some(mp4_atom::Tfdt { base_media_decode_time: interesting_u64(rng, time, len) });
+                }
+                3 => {
+                    if let Some(trun) = traf.trun.first_mut() {
+                        trun.data_offset = Some(interesting_u32(rng, trun.data_offset.unwrap_or(0) as u32, len) as i32);
+                    }
+                }
+                4 => {
+                    if let Some(trun) = traf.trun.first_mut() {
+                        trun.samples =
+                            TrunSamples::Inherited { count: interesting_u32(rng, 10, len), first_flags: None };
+                    }
+                }
+                5 => {
+                    if let Some(TrunSamples::Explicit(entries)) = traf.trun.first_mut().map(|t| &mut t.samples) {
+                        if let Some(entry) = pick_mut(entries, rng) {
+                            entry.size = Some(interesting_u32(rng, entry.size.unwrap_or(0), len));
+                            entry.duration = Some(interesting_u32(rng, entry.duration.unwrap_or(0), len));
+                            entry.cts = Some(i64::from(interesting_u32(rng, 0, len) as i32));
+                        }
+                    }
+                }
+                _ => traf.trun.push(traf.trun.first()?.clone()),
+            }
+        }
+        moof.encode(&mut encoded).ok()?;
+    }
+    Some(Edit::Splice { at: target.offset, len: target.size, bytes: encoded })
+}
+
 /// One to four structural edits of an MP4/MOV/fragmented MP4 file.
 pub fn mutate_mp4(data: &[u8], rng: &mut StdRng) -> Vec<Edit> {
     let mut found = Vec::new();
     boxes(data, 0, data.len(), 0, &mut found);
+    if rng.random_bool(0.5) {
+        if let Some(edit) = mutate_typed(data, &found, rng) {
+            return vec![edit];
+        }
+    }
     // Mutate the metadata, not the media payload.
     let metadata: Vec<Found> = found.into_iter().filter(|b| &b.kind != b"mdat" && &b.kind != b"free").collect();
     if metadata.is_empty() {
