@@ -17,6 +17,15 @@ fn http_api_serves_health_listing_index_and_frames() {
     let server = start_local(&root, &[]);
     let port = server.port;
 
+    // Every metric exists before any traffic, with its help text, so rate() works on a fresh pod.
+    let fresh = http_get(port, "/metrics").unwrap().text();
+    for name in
+        ["bucket_streamer_frames_served_total", "bucket_streamer_frame_errors_total", "bucket_streamer_sessions"]
+    {
+        assert!(fresh.contains(&format!("# HELP {name} ")), "no help for {name}:\n{fresh}");
+        assert!(fresh.lines().any(|line| line == format!("{name} 0")), "{name} is not 0 on a fresh server:\n{fresh}");
+    }
+
     for path in ["/health", "/healthz"] {
         let response = http_get(port, path).unwrap();
         assert_eq!((response.status, response.text().as_str()), (200, "ok"), "{path}");

@@ -125,7 +125,9 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, gra
     let (sink, mut stream) = socket.split();
     let (out, outgoing) = mpsc::channel::<Outgoing>(64);
     let timeouts = state.args.session_timeouts();
-    let heard = Arc::new(Mutex::new(Instant::now()));
+    // When the client was last heard from; `None` while the reader is busy
+    // with a command (it reads no pongs then, so silence proves nothing).
+    let heard = Arc::new(Mutex::new(Some(Instant::now())));
     let mut writer = tokio::spawn(write(sink, outgoing, timeouts, heard.clone()));
     let budget_bytes = state.args.session_buffer_bytes.clamp(1, u32::MAX as usize);
     let shared = Arc::new(Shared {
@@ -151,7 +153,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, gra
                 break;
             }
         };
-        *heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let hear = |at: Option<Instant>| *heard.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        hear(Some(Instant::now()));
         let message = match message {
             None => break,
             Some(Ok(message)) => message,
@@ -169,6 +172,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, gra
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         last_request = Instant::now();
+        hear(None);
         let delivered = match command {
             Err(message) => send(&out, Reply::Error { message }).await,
             Ok(Command::SetVideo { path }) => {
@@ -198,6 +202,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, gra
                 },
             },
         };
+        hear(Some(Instant::now()));
         if !delivered {
             break;
         }
@@ -244,7 +249,7 @@ async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut outgoing: mpsc::Receiver<Outgoing>,
     timeouts: Timeouts,
-    heard: Arc<Mutex<Instant>>,
+    heard: Arc<Mutex<Option<Instant>>>,
 ) {
     let mut ping = tokio::time::interval(timeouts.ping_every);
     ping.tick().await;
@@ -252,8 +257,8 @@ async fn write(
         let message = tokio::select! {
             message = outgoing.recv() => message,
             _ = ping.tick() => {
-                let silent = heard.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-                if silent > timeouts.client + timeouts.ping_every {
+                let silent = heard.lock().unwrap_or_else(|p| p.into_inner()).map(|at| at.elapsed());
+                if silent.is_some_and(|silent| silent > timeouts.client + timeouts.ping_every) {
                     break Some((close_code::NOT_READING, "no answer to pings"));
                 }
                 Some(Outgoing::Ping)

@@ -53,14 +53,15 @@ impl FailureKind {
         if matches!(error, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) {
             return FailureKind::AccessDenied;
         }
-        // object_store reports HTTP failures as text; its status and S3 error codes tell the kind.
-        let text = format!("{error:?}");
+        // object_store maps 401/403 to the variants above; the rest it reports
+        // as text: S3 error codes, timeouts and connection failures.
+        let text = error.to_string();
         let has = |needles: &[&str]| needles.iter().any(|needle| text.contains(needle));
-        if has(&["403", "Forbidden", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "401"]) {
+        if has(&["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"]) {
             FailureKind::AccessDenied
         } else if has(&["timed out", "Timeout", "timeout"]) {
             FailureKind::TimedOut
-        } else if has(&["onnect", "dns error", "Connection refused"]) {
+        } else if has(&["error sending request", "connect", "dns error", "Connection refused"]) {
             FailureKind::Unreachable
         } else {
             FailureKind::Failed
