@@ -102,23 +102,10 @@ fn wrong_credentials_make_the_server_not_ready_and_errors_name_no_endpoint() {
     let (s3, good, videos) = start_pair("s3-credentials", std::slice::from_ref(&fixture));
     assert_eq!(readyz_becomes(&good, 200), "ready");
 
-    let endpoint = format!("http://127.0.0.1:{}", s3.port);
-    let args = [
-        "--storage-backend",
-        "s3",
-        "--s3-bucket",
-        BUCKET,
-        "--s3-endpoint",
-        &endpoint,
-        "--s3-region",
-        "us-east-1",
-        "--s3-access-key",
-        testkit::processes::S3_ACCESS_KEY,
-        "--s3-secret-key",
-        "not-the-secret",
-        "--storage-timeout-secs",
-        "3",
-    ];
+    let mut args: Vec<String> =
+        ["--storage-backend", "s3", "--s3-bucket", BUCKET, "--storage-timeout-secs", "3"].map(String::from).to_vec();
+    args.extend(common::s3_flags_with_secret(&s3, "not-the-secret"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let wrong = start_server(&common::binary(), &args, &[]).expect("server starts");
     let reason = readyz_becomes(&wrong, 503);
     assert!(reason.contains("credentials"), "{reason}");

@@ -178,6 +178,11 @@ pub fn metric(server: &Running, name: &str) -> f64 {
 
 /// Flags that point the binary at the test S3 server.
 pub fn s3_flags(s3: &Running) -> Vec<String> {
+    s3_flags_with_secret(s3, testkit::processes::S3_SECRET_KEY)
+}
+
+/// `s3_flags` with another secret key (a wrong one, to test refusals).
+pub fn s3_flags_with_secret(s3: &Running, secret: &str) -> Vec<String> {
     let endpoint = format!("http://127.0.0.1:{}", s3.port);
     [
         "--s3-endpoint",
@@ -187,7 +192,7 @@ pub fn s3_flags(s3: &Running) -> Vec<String> {
         "--s3-access-key",
         testkit::processes::S3_ACCESS_KEY,
         "--s3-secret-key",
-        testkit::processes::S3_SECRET_KEY,
+        secret,
     ]
     .iter()
     .map(|flag| flag.to_string())
