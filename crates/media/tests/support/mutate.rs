@@ -24,7 +24,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Edit {
     /// Overwrite bytes at an offset.
-    Write { at: usize, bytes: Vec<u8> },
+    Write {
+        at: usize,
+        #[serde(with = "hex")]
+        bytes: Vec<u8>,
+    },
     /// Copy `len` bytes from `from` and insert them at `to`.
     Repeat { from: usize, len: usize, to: usize },
     /// Remove `len` bytes at `at`.
@@ -32,7 +36,34 @@ pub enum Edit {
     /// Keep only the first `len` bytes.
     Truncate { len: usize },
     /// Replace `len` bytes at `at` with `bytes` (a re-encoded box).
-    Splice { at: usize, len: usize, bytes: Vec<u8> },
+    Splice {
+        at: usize,
+        len: usize,
+        #[serde(with = "hex")]
+        bytes: Vec<u8>,
+    },
+}
+
+/// Bytes as a hex string in the kept cases (a byte per JSON array line
+/// would make a re-encoded `moov` thousands of lines long).
+mod hex {
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        (0..text.len())
+            .step_by(2)
+            .map(|i| {
+                text.get(i..i + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                    .ok_or_else(|| D::Error::custom("bad hex"))
+            })
+            .collect()
+    }
 }
 
 pub fn apply(data: &mut Vec<u8>, edits: &[Edit]) {
