@@ -263,3 +263,50 @@ fn bad_configuration_exits_with_one_line() {
         }
     }
 }
+
+/// A copy of a moov-at-end MP4 whose last chunk is moved 300 MiB further
+/// (into a sparse `free` box before the moov): its first frames then need
+/// more than 256 MiB from their keyframe.
+fn far_flung_chunk(source: &[u8], target: &std::path::Path) {
+    let find = |kind: &[u8], from: usize| from + source[from..].windows(4).position(|w| w == kind).unwrap() - 4;
+    let moov = find(b"moov", 0);
+    let stco = find(b"stco", moov);
+    let count = u32::from_be_bytes(source[stco + 12..stco + 16].try_into().unwrap()) as usize;
+    let gap: u32 = 300 << 20;
+    let mut head = source[..moov].to_vec();
+    head.extend_from_slice(&gap.to_be_bytes());
+    head.extend_from_slice(b"free");
+    let mut tail = source[moov..].to_vec();
+    let last = stco - moov + 16 + 4 * (count - 1);
+    tail[last..last + 4].copy_from_slice(&(moov as u32 + gap - (64 << 10)).to_be_bytes());
+    let file = std::fs::File::create(target).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &head, 0).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &tail, (moov + gap as usize) as u64).unwrap();
+}
+
+#[test]
+fn a_frame_too_far_from_its_keyframe_is_refused_without_reading_it() {
+    let setup = setup("errors-far-span");
+    // Interleaved with audio: one video sample per chunk, so the last chunk is not its own keyframe.
+    let source = std::fs::read(setup.root.join("videos/open_gop_bframes.mp4")).unwrap();
+    far_flung_chunk(&source, &setup.root.join("videos/far.mp4"));
+    let (_, index) = fetch_index(&setup.server, "videos/far.mp4").unwrap();
+    let far = index.iter().find(|f| f.offset - f.irap_offset > 256 << 20).expect("a frame far from its keyframe");
+    let before = common::metric(&setup.server, "bucket_streamer_storage_read_bytes_total");
+    let answer = testkit::processes::http_get(
+        setup.server.port,
+        &format!("/api/v1/frame?video=videos/far.mp4&offset={}", far.offset),
+    )
+    .unwrap();
+    assert_eq!((answer.status, answer.json().unwrap()["error"].clone()), (422, json!("too_large")));
+    // A chunk preload of the same frame is bounded too (it runs in the background).
+    let mut client = Client::connect(&setup.server.ws_url()).unwrap();
+    assert_eq!(client.set_video("videos/far.mp4").unwrap()["ok"], true);
+    let chunks = json!([{"irap_offset": far.irap_offset, "frames": [far.offset]}]);
+    client.send_json(&json!({"type": "RegisterChunks", "chunks": chunks})).unwrap();
+    assert_eq!(client.receive_json().unwrap()["registered"], 1);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let read = common::metric(&setup.server, "bucket_streamer_storage_read_bytes_total") - before;
+    assert!(read < (8 << 20) as f64, "{read} bytes read for a frame refused as too far");
+    still_serves(&mut client, &setup);
+}

@@ -388,15 +388,6 @@ impl Channel {
         urgency: Urgency,
     ) -> Result<Bytes, FrameFailure> {
         let needed = Player::required_bytes(&self.index, position);
-        if needed.end - needed.start > MAX_SPAN_BYTES {
-            return Err(FrameFailure::new(
-                "too_large",
-                format!(
-                    "decoding this frame needs {} bytes from its keyframe on, more than the {MAX_SPAN_BYTES} allowed",
-                    needed.end - needed.start
-                ),
-            ));
-        }
         let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
         let span = self.span_covering(needed, wanted_end).await?;
         let decode_timer = Timer::new(DECODE_SECONDS);
@@ -432,7 +423,18 @@ impl Channel {
     /// Bytes covering `needed` and, for read-ahead, up to `wanted_end`:
     /// from the cache, by extending a cached span of the same GOP with just
     /// the missing tail, or with one new range read.
+    /// Every read of GOP bytes (requests, prefetch, chunk preloads) goes
+    /// through here, so this is where a crafted index's span is bounded.
     async fn span_covering(&self, needed: Range<u64>, wanted_end: u64) -> Result<Span, FrameFailure> {
+        if needed.end - needed.start > MAX_SPAN_BYTES {
+            return Err(FrameFailure::new(
+                "too_large",
+                format!(
+                    "decoding this frame needs {} bytes from its keyframe on, more than the {MAX_SPAN_BYTES} allowed",
+                    needed.end - needed.start
+                ),
+            ));
+        }
         let mut spans = self.spans.lock().await;
         let Some(mut span) = spans.find(&needed) else {
             let span = Span::new(needed.start, self.read(needed.start..wanted_end).await?);
