@@ -123,3 +123,27 @@ fn wrong_credentials_make_the_server_not_ready_and_errors_name_no_endpoint() {
     let (index_json, _) = fetch_index(&good, &videos[0].0).unwrap();
     assert_eq!(index_json["video_url"], format!("s3://{BUCKET}/{}", videos[0].0));
 }
+
+#[test]
+fn an_unreachable_endpoint_makes_the_server_not_ready() {
+    // Nothing listens on this port: a closed loopback port refuses at once.
+    let args = [
+        "--storage-backend",
+        "s3",
+        "--s3-bucket",
+        BUCKET,
+        "--s3-endpoint",
+        "http://127.0.0.1:9",
+        "--s3-region",
+        "us-east-1",
+        "--s3-access-key",
+        "key",
+        "--s3-secret-key",
+        "secret",
+        "--storage-timeout-secs",
+        "3",
+    ];
+    let server = start_server(&common::binary(), &args, &[]).expect("server starts");
+    let reason = readyz_becomes(&server, 503);
+    assert_eq!(reason, "not ready: storage is not answering: storage cannot be reached");
+}

@@ -230,6 +230,13 @@ mod tests {
         let later = query.replace(&exp.to_string(), &(exp + 1000).to_string());
         assert_eq!(auth.check_signed_url(path, &later), Err(AuthError::BadSignature));
         assert_eq!(auth.check_signed_url("/api/v1/other", query), Err(AuthError::BadSignature));
+        for forged in ["sig=zz", "sig=abc", "sig=", &format!("sig={}", "ab".repeat(100))] {
+            let query = format!("video=a.mp4&frame=3&exp={exp}&{forged}");
+            assert_eq!(auth.check_signed_url(path, &query), Err(AuthError::BadSignature), "{forged}");
+        }
+        let unsigned_expiry = auth.sign_url("/api/v1/frame?video=a.mp4&frame=3");
+        let (path_only, query) = unsigned_expiry.split_once('?').unwrap();
+        assert_eq!(auth.check_signed_url(path_only, query), Err(AuthError::BadSignature), "no exp");
         let stale = auth.sign_url("/api/v1/frame?video=a.mp4&frame=3&exp=1000");
         let (path, query) = stale.split_once('?').unwrap();
         assert_eq!(auth.check_signed_url(path, query), Err(AuthError::Expired));

@@ -59,7 +59,8 @@ impl FailureKind {
         let has = |needles: &[&str]| needles.iter().any(|needle| text.contains(needle));
         if has(&["AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"]) {
             FailureKind::AccessDenied
-        } else if has(&["timed out", "Timeout", "timeout"]) {
+        } else if has(&["timed out"]) {
+            // Not the bare word "timeout": every retried error names its `retry_timeout`.
             FailureKind::TimedOut
         } else if has(&["error sending request", "connect", "dns error", "Connection refused"]) {
             FailureKind::Unreachable
