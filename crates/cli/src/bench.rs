@@ -2,10 +2,14 @@
 //! Connects one or more WebSocket clients, asks for frames in a pattern and
 //! batch size, optionally saves the JPEGs, and reports throughput and
 //! per-frame latency (request sent → JPEG received) as text or JSON.
+//! Each client's URL names its video (`/ws?video=`), so a load balancer
+//! hashing on it sends every client of a video to the same server. A
+//! connection lost to a restart or a killed server is opened again and
+//! the frames not yet answered are asked for again: each frame counts once.
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -16,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::drag::{Drag, DragResult};
+use crate::session::{Answer, Session};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,9 +81,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub interval_ms: Option<u64>,
 
-    /// How long the open loop of --interval-ms runs.
-    #[arg(long, default_value_t = 5)]
-    pub duration_secs: u64,
+    /// How long the open loop of --interval-ms runs (default 5 s); without
+    /// --interval-ms, clients stop asking for more after this long.
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
 
     /// A slow reader: pause this long after every answer before reading the next.
     #[arg(long, default_value_t = 0)]
@@ -109,6 +115,9 @@ struct ClientResult {
     bytes: u64,
     latencies_ms: Vec<f64>,
     errors: Vec<String>,
+    reconnects: usize,
+    /// For each lost connection: from the last frame before to the first after.
+    reconnect_gaps_ms: Vec<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,6 +138,11 @@ pub struct Summary {
     pub pattern: Pattern,
     pub batch: String,
     pub first_errors: Vec<String>,
+    /// Connections lost (restart, killed server) and opened again.
+    pub reconnects: usize,
+    /// Per reconnect: the time between the last frame before it and the
+    /// first frame after it, as the client saw it.
+    pub reconnect_gaps_ms: Vec<f64>,
     /// With --interval-ms: frames the server superseded, and the mean over
     /// clients of the final position's latency.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,6 +180,7 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
         return drag(&args, &catalogues, Duration::from_millis(interval.max(1)), timeout).await;
     }
     let started = Instant::now();
+    let stop_at = args.duration_secs.map(|secs| started + Duration::from_secs(secs));
     let tasks: Vec<_> = plans
         .into_iter()
         .enumerate()
@@ -175,7 +190,8 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
             let read_delay = Duration::from_millis(args.read_delay_ms);
             tokio::spawn(async move {
                 let mode = mode.as_deref();
-                run_client(client, &url, &video, frames, batch, mode, output, (timeout, read_delay), progress).await
+                let pacing = Pacing { timeout, read_delay, stop_at };
+                run_client(client, &url, &video, frames, batch, mode, output, pacing, progress).await
             })
         })
         .collect();
@@ -200,7 +216,7 @@ async fn drag(
             let which = client % args.video.len();
             let frames: Vec<(u64, Option<u64>)> = catalogues[which].iter().map(|f| (f.offset, f.irap_offset)).collect();
             let (url, video, mode) = (args.url.clone(), args.video[which].clone(), args.mode.clone());
-            let duration = Duration::from_secs(args.duration_secs);
+            let duration = Duration::from_secs(args.duration_secs.unwrap_or(5));
             tokio::spawn(async move {
                 let drag = Drag {
                     url: &url,
@@ -232,6 +248,8 @@ async fn drag(
                 bytes: r.bytes,
                 latencies_ms: vec![r.final_latency_ms],
                 errors: Vec::new(),
+                reconnects: 0,
+                reconnect_gaps_ms: Vec::new(),
             })
             .collect(),
         elapsed,
@@ -249,10 +267,13 @@ async fn load_frames(args: &BenchArgs, video: &str) -> Result<Vec<FrameRef>> {
         ensure!(!file.frames.is_empty(), "{} lists no frames", path.display());
         return Ok(file.frames);
     }
-    let http = args.url.replacen("ws://", "http://", 1).replacen("wss://", "https://", 1);
-    let base = http.strip_suffix("/ws").unwrap_or(&http);
-    let url = format!("{base}/api/v1/videos/{video}/index");
-    let response = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
+    let mut url = reqwest::Url::parse(&args.url).with_context(|| format!("{} is not a URL", args.url))?;
+    let scheme = if url.scheme() == "wss" { "https" } else { "http" };
+    url.set_scheme(scheme).map_err(|()| anyhow::anyhow!("{} is not a ws:// or wss:// URL", args.url))?;
+    let base = url.path().strip_suffix("/ws").unwrap_or("").to_string();
+    url.set_path(&format!("{base}/api/v1/index"));
+    url.query_pairs_mut().append_pair("video", video);
+    let response = reqwest::get(url.clone()).await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let body = response.bytes().await?;
     ensure!(status.is_success(), "{url}: HTTP {status}: {}", String::from_utf8_lossy(&body));
@@ -293,6 +314,16 @@ fn plan(catalogue: &[FrameRef], pattern: Pattern, count: Option<usize>) -> Vec<(
     }
 }
 
+/// How a closed-loop client paces itself.
+struct Pacing {
+    /// Longest wait for any one answer (or reconnect).
+    timeout: Duration,
+    /// Pause after every answer (a slow reader).
+    read_delay: Duration,
+    /// Ask for nothing new after this.
+    stop_at: Option<Instant>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_client(
     client: usize,
@@ -302,65 +333,129 @@ async fn run_client(
     batch: usize,
     mode: Option<&str>,
     output: Option<PathBuf>,
-    (timeout, read_delay): (Duration, Duration),
+    pacing: Pacing,
     progress: ProgressBar,
 ) -> Result<ClientResult> {
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async(url).await.with_context(|| format!("cannot connect to {url}"))?;
-    socket.send(Message::text(json!({"type": "SetVideo", "path": video}).to_string())).await?;
-    let reply = next_json(&mut socket, timeout).await?;
-    ensure!(reply["ok"] == true, "SetVideo {video} failed: {reply}");
+    let mut session = Session::open(url, video, pacing.timeout).await?;
     let mut result = ClientResult::default();
-    for chunk in frames.chunks(batch.min(frames.len()).max(1)) {
-        let entries: Vec<Value> = chunk
-            .iter()
-            .map(|(label, frame)| {
-                let mut entry = json!({"offset": frame.offset, "index": label});
-                if let Some(irap) = frame.irap_offset {
-                    entry["irap_offset"] = json!(irap);
-                }
-                entry
-            })
-            .collect();
-        let sent = Instant::now();
-        let mut request = json!({"type": "RequestFrames", "frames": entries});
-        if let Some(mode) = mode {
-            request["mode"] = json!(mode);
+    let mut last_frame: Option<Instant> = None;
+    let mut lost_after: Option<Option<Instant>> = None;
+    // Frames are labelled with their place in the plan, unique even when the plan repeats a frame.
+    for (first, chunk) in (0..).step_by(batch.max(1)).zip(frames.chunks(batch.min(frames.len()).max(1))) {
+        if pacing.stop_at.is_some_and(|stop| Instant::now() >= stop) {
+            break;
         }
-        socket.send(Message::text(request.to_string())).await?;
+        let mut unanswered: Vec<usize> = (first..first + chunk.len()).collect();
         result.requested += chunk.len();
-        for _ in chunk {
-            let header = next_json(&mut socket, timeout).await?;
-            match header["type"].as_str() {
-                Some("Frame") => {
-                    let jpeg = match tokio::time::timeout(timeout, socket.next()).await {
-                        Ok(Some(Ok(Message::Binary(bytes)))) => bytes,
-                        other => bail!("Frame {header} not followed by its JPEG: {other:?}"),
-                    };
-                    result.latencies_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
-                    result.received += 1;
-                    result.bytes += jpeg.len() as u64;
-                    if let Some(dir) = &output {
-                        let name = format!("client{client:02}_frame{:06}.jpg", header["index"].as_u64().unwrap_or(0));
-                        tokio::fs::write(dir.join(name), &jpeg).await?;
-                    }
-                }
-                Some("FrameError") => {
-                    result.errored += 1;
-                    if result.errors.len() < 5 {
-                        result.errors.push(format!("{}: {}", header["error"], header["message"]));
-                    }
-                }
-                _ => bail!("unexpected message while waiting for frames: {header}"),
-            }
-            progress.inc(1);
-            if !read_delay.is_zero() {
-                tokio::time::sleep(read_delay).await;
+        let sent = Instant::now();
+        while !unanswered.is_empty() {
+            let request = frames_request(&frames, &unanswered, mode);
+            let lost = if session.send(&request).await? {
+                answer_loop(
+                    &mut session,
+                    &mut unanswered,
+                    &frames,
+                    &mut result,
+                    &output,
+                    client,
+                    &pacing,
+                    sent,
+                    &progress,
+                    &mut last_frame,
+                    &mut lost_after,
+                )
+                .await?
+            } else {
+                Some("the connection broke while sending".to_string())
+            };
+            if let Some(reason) = lost {
+                tracing::info!(client, reason, "reconnecting");
+                lost_after.get_or_insert(last_frame);
+                session.reconnect().await?;
             }
         }
     }
-    let _ = socket.close(None).await;
+    result.reconnects = session.reconnects;
+    session.close().await;
     Ok(result)
+}
+
+/// A `RequestFrames` for the planned frames `which`.
+fn frames_request(frames: &[(usize, FrameRef)], which: &[usize], mode: Option<&str>) -> Value {
+    let entries: Vec<Value> = which
+        .iter()
+        .map(|&planned| {
+            let frame = &frames[planned].1;
+            let mut entry = json!({"offset": frame.offset, "index": planned});
+            if let Some(irap) = frame.irap_offset {
+                entry["irap_offset"] = json!(irap);
+            }
+            entry
+        })
+        .collect();
+    let mut request = json!({"type": "RequestFrames", "frames": entries});
+    if let Some(mode) = mode {
+        request["mode"] = json!(mode);
+    }
+    request
+}
+
+/// Reads answers until every frame of `unanswered` has one (`None`) or the
+/// connection is lost (`Some(reason)`; what is left stays in `unanswered`).
+#[allow(clippy::too_many_arguments)]
+async fn answer_loop(
+    session: &mut Session,
+    unanswered: &mut Vec<usize>,
+    frames: &[(usize, FrameRef)],
+    result: &mut ClientResult,
+    output: &Option<PathBuf>,
+    client: usize,
+    pacing: &Pacing,
+    sent: Instant,
+    progress: &ProgressBar,
+    last_frame: &mut Option<Instant>,
+    lost_after: &mut Option<Option<Instant>>,
+) -> Result<Option<String>> {
+    while !unanswered.is_empty() {
+        let (header, jpeg) = match session.next().await? {
+            Answer::Lost(reason) => return Ok(Some(reason)),
+            Answer::Frame { header, jpeg } => (header, Some(jpeg)),
+            Answer::FrameError(header) => (header, None),
+        };
+        let planned = header["index"].as_u64().map(|label| label as usize);
+        let Some(at) = planned.and_then(|planned| unanswered.iter().position(|&p| p == planned)) else {
+            bail!("an answer for a frame not asked for: {header}");
+        };
+        let planned = unanswered.remove(at);
+        match jpeg {
+            Some(jpeg) => {
+                let now = Instant::now();
+                if let Some(before) = lost_after.take() {
+                    let gap = now.saturating_duration_since(before.unwrap_or(sent));
+                    result.reconnect_gaps_ms.push(gap.as_secs_f64() * 1000.0);
+                }
+                *last_frame = Some(now);
+                result.latencies_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+                result.received += 1;
+                result.bytes += jpeg.len() as u64;
+                if let Some(dir) = output {
+                    let name = format!("client{client:02}_frame{:06}.jpg", frames[planned].0);
+                    tokio::fs::write(dir.join(name), &jpeg).await?;
+                }
+            }
+            None => {
+                result.errored += 1;
+                if result.errors.len() < 5 {
+                    result.errors.push(format!("{}: {}", header["error"], header["message"]));
+                }
+            }
+        }
+        progress.inc(1);
+        if !pacing.read_delay.is_zero() {
+            tokio::time::sleep(pacing.read_delay).await;
+        }
+    }
+    Ok(None)
 }
 
 pub(crate) async fn next_json<S>(socket: &mut S, timeout: Duration) -> Result<Value>
@@ -411,6 +506,8 @@ fn summarise(args: &BenchArgs, results: Vec<ClientResult>, elapsed: Duration) ->
         pattern: args.pattern,
         batch: args.batch.clone(),
         first_errors: results.iter().flat_map(|r| r.errors.iter().cloned()).take(5).collect(),
+        reconnects: results.iter().map(|r| r.reconnects).sum(),
+        reconnect_gaps_ms: results.iter().flat_map(|r| r.reconnect_gaps_ms.iter().copied()).collect(),
         frames_superseded: None,
         final_latency_ms: None,
     }
@@ -436,6 +533,10 @@ impl Summary {
         if let (Some(superseded), Some(latency)) = (self.frames_superseded, self.final_latency_ms) {
             println!("Superseded:       {superseded}");
             println!("Final position:   {latency:.2} ms");
+        }
+        if self.reconnects > 0 {
+            let worst = self.reconnect_gaps_ms.iter().copied().fold(0.0, f64::max);
+            println!("Reconnects:       {} (longest gap between frames {worst:.0} ms)", self.reconnects);
         }
         for error in &self.first_errors {
             println!("error: {error}");

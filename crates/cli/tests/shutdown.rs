@@ -18,7 +18,7 @@ fn sigterm_does_not_wait_for_an_index_being_built() {
         std::os::unix::fs::FileExt::write_all_at(&huge, &[0, 0, 0, 1, 0x46, 0x01, 0x50], unit << 25).unwrap();
     }
     huge.set_len(200 << 30).unwrap();
-    let mut server = start_local(&root, &[]);
+    let mut server = start_local(&root, &["--drain-secs", "10"]);
     let port = server.port;
     let request =
         std::thread::spawn(move || testkit::processes::http_get(port, "/api/v1/videos/videos/endless.h265/index"));

@@ -12,7 +12,9 @@
 use crate::decode_thread::DecodeThread;
 use crate::encode_slots::EncodeSlots;
 use crate::frame_cache::{FrameCache, FrameKey};
-use crate::metrics::{Timer, DECODE_SECONDS, ENCODE_SECONDS, FETCH_SECONDS, FRAMES_DECODED};
+use crate::metrics::{
+    Timer, DECODE_SECONDS, ENCODE_SECONDS, FETCH_SECONDS, FRAMES_DECODED, VIDEO_FRAMES_DECODED, VIDEO_OPENS,
+};
 use crate::span_cache::SpanCache;
 use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
 use crate::urgency::Urgency;
@@ -165,8 +167,12 @@ impl Channel {
             let index = index.clone();
             move || Player::new(&index, threading, KEPT_PICTURE_BYTES)
         };
-        let decoder = DecodeThread::start(format!("decode-{id}"), index.clone(), player, rebuild, |count| {
-            metrics::counter!(FRAMES_DECODED).increment(count)
+        let label = crate::metrics::video_label(&text);
+        metrics::counter!(VIDEO_OPENS, "video" => label.clone()).increment(1);
+        let decoded_here = metrics::counter!(VIDEO_FRAMES_DECODED, "video" => label);
+        let decoder = DecodeThread::start(format!("decode-{id}"), index.clone(), player, rebuild, move |count| {
+            metrics::counter!(FRAMES_DECODED).increment(count);
+            decoded_here.increment(count);
         })
         .map_err(|e| OpenError::Refused(format!("cannot start a decoder thread: {e}")))?;
         Ok(Self {

@@ -152,6 +152,17 @@ pub struct ServeArgs {
     /// table); a file that takes longer is refused as `too_large`.
     #[arg(long, env = "INDEX_TIMEOUT_SECS", default_value_t = 60)]
     pub index_timeout_secs: u64,
+
+    /// Seconds from SIGTERM to exit: sessions finish the frames they were
+    /// asked for and close with 1012, then HTTP requests finish. Keep the
+    /// pod's terminationGracePeriodSeconds above preStop + this.
+    #[arg(long, env = "DRAIN_SECS", default_value_t = 20)]
+    pub drain_secs: u64,
+
+    /// This process's name in /metrics (`bucket_streamer_instance_info`);
+    /// default: the host name (the pod's name on Kubernetes).
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
 }
 
 /// A `--decoder-threading` value.
@@ -180,6 +191,17 @@ impl ServeArgs {
     pub fn encode_threads(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         self.encode_threads.unwrap_or(cores - 1).max(1)
+    }
+
+    /// This process's name: `--instance-id`, else the host name.
+    pub fn instance(&self) -> String {
+        self.instance_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "unknown".into())
     }
 
     /// How sessions time out (see `session.rs`).
@@ -232,6 +254,7 @@ impl ServeArgs {
         anyhow::ensure!(self.client_timeout_secs > 0, "--client-timeout-secs must be at least 1");
         anyhow::ensure!(self.ping_interval_secs > 0, "--ping-interval-secs must be at least 1");
         anyhow::ensure!(self.session_buffer_bytes > 0, "--session-buffer-bytes must be at least 1");
+        anyhow::ensure!(self.drain_secs >= 4, "--drain-secs must be at least 4 (sessions need 3 s to close)");
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ pub mod channel;
 pub mod channels;
 pub mod config;
 pub mod decode_thread;
+pub mod drain;
 pub mod encode_slots;
 pub mod frame_cache;
 pub mod index_document;
@@ -41,9 +42,11 @@ pub struct AppState {
     pub readiness: Arc<readiness::Readiness>,
     /// Set when `--auth-jwt-secret` is: requests must then prove who they are.
     pub auth: Option<auth::Auth>,
+    /// Shutdown in progress (SIGTERM): sessions finish and close with 1012.
+    pub drain: drain::Drain,
 }
 
-/// Runs the server until SIGINT/SIGTERM.
+/// Runs the server until SIGINT/SIGTERM, then drains (`drain.rs`).
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.validate()?;
     let storage = Arc::new(storage::Storage::from_args(&args)?);
@@ -66,17 +69,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics: metrics::install(),
         readiness: Arc::default(),
         auth: args.auth_jwt_secret.as_deref().map(auth::Auth::new),
+        drain: drain::Drain::new(std::time::Duration::from_secs(args.drain_secs)),
         args,
     });
     let reaper = tokio::spawn(close_idle_channels(state.clone()));
     let readiness = tokio::spawn(state.readiness.clone().watch(storage.clone()));
-    tracing::info!(%address, storage = %storage.describe(), "listening");
+    let instance = state.args.instance();
+    let version = env!("CARGO_PKG_VERSION");
+    ::metrics::gauge!(crate::metrics::INSTANCE, "instance" => instance.clone(), "version" => version).set(1.0);
+    tracing::info!(%address, storage = %storage.describe(), instance, "listening");
     let limits = listener::Limits {
         max_connections: state.args.max_connections,
         header_timeout: std::time::Duration::from_secs(state.args.http_header_timeout_secs),
-        drain: std::time::Duration::from_secs(10),
     };
-    listener::serve(listener, routes::router(state.clone()), limits, shutdown_signal()).await;
+    let draining = {
+        let state = state.clone();
+        async move {
+            shutdown_signal().await;
+            state.readiness.shutting_down();
+            state.drain.begin();
+            state.drain.sessions_closed(&state.sessions).await;
+            state.drain.http_time_left()
+        }
+    };
+    listener::serve(listener, routes::router(state.clone()), limits, draining).await;
     reaper.abort();
     readiness.abort();
     tracing::info!("stopped");

@@ -26,17 +26,16 @@ pub struct Limits {
     pub max_connections: usize,
     /// Time to send a request's headers, and the longest a kept-alive connection may sit idle.
     pub header_timeout: Duration,
-    /// How long requests in progress may take to finish after shutdown begins.
-    pub drain: Duration,
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = ()>) {
+/// Serves `app` on `listener` until `shutdown` resolves, then lets requests
+/// in progress finish for as long as `shutdown` answered.
+pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: impl Future<Output = Duration>) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
-    loop {
+    let drain = loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => stream,
@@ -47,7 +46,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
+            drain = &mut shutdown => break drain,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             metrics::counter!(CONNECTIONS_REFUSED).increment(1);
@@ -76,9 +75,10 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
             metrics::gauge!(CONNECTIONS).decrement(1.0);
         });
         while connections.try_join_next().is_some() {}
-    }
+    };
+    drop(listener); // new connections are refused from here on
     let _ = stop.send(true);
-    let drained = tokio::time::timeout(limits.drain, async { while connections.join_next().await.is_some() {} });
+    let drained = tokio::time::timeout(drain, async { while connections.join_next().await.is_some() {} });
     if drained.await.is_err() {
         tracing::warn!("requests still running at the end of the drain time were dropped");
     }

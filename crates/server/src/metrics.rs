@@ -21,6 +21,9 @@ pub const CHANNELS: &str = "bucket_streamer_channels";
 pub const READY: &str = "bucket_streamer_ready";
 pub const CONNECTIONS: &str = "bucket_streamer_http_connections";
 pub const CONNECTIONS_REFUSED: &str = "bucket_streamer_http_connections_refused_total";
+pub const INSTANCE: &str = "bucket_streamer_instance_info";
+pub const VIDEO_FRAMES_DECODED: &str = "bucket_streamer_video_frames_decoded_total";
+pub const VIDEO_OPENS: &str = "bucket_streamer_video_opens_total";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn install() -> PrometheusHandle {
@@ -61,6 +64,12 @@ fn describe() {
     metrics::describe_gauge!(CONNECTIONS, "HTTP connections open (WebSocket sessions are counted as sessions)");
     metrics::describe_counter!(CONNECTIONS_REFUSED, "Connections closed at once because --max-connections were open");
     metrics::describe_gauge!(READY, "1 when storage answers and the process takes traffic, else 0");
+    metrics::describe_gauge!(INSTANCE, "Always 1; labels name this process (--instance-id) and its version");
+    metrics::describe_counter!(
+        VIDEO_FRAMES_DECODED,
+        "Pictures decoded, by video (the first 100 videos by path, the rest as \"other\")"
+    );
+    metrics::describe_counter!(VIDEO_OPENS, "Videos opened (indexed), by video (first 100 by path, then \"other\")");
     // Every series exists from the first scrape, so dashboards and rate() work on a fresh pod.
     for counter in [
         STORAGE_REQUESTS,
@@ -101,4 +110,24 @@ impl Drop for Timer {
     fn drop(&mut self) {
         metrics::histogram!(self.name).record(self.started.elapsed().as_secs_f64());
     }
+}
+
+/// Videos with a label of their own; later ones share `video="other"`, so
+/// a process that opens millions of videos keeps a bounded set of series.
+pub const VIDEO_LABELS: usize = 100;
+
+/// The `video` label for `path`: itself while fewer than `VIDEO_LABELS`
+/// videos have one, else "other".
+pub fn video_label(path: &str) -> String {
+    static LABELLED: std::sync::Mutex<Option<std::collections::HashSet<String>>> = std::sync::Mutex::new(None);
+    let mut labelled = LABELLED.lock().unwrap_or_else(|p| p.into_inner());
+    let labelled = labelled.get_or_insert_with(Default::default);
+    if labelled.contains(path) {
+        return path.to_string();
+    }
+    if labelled.len() < VIDEO_LABELS {
+        labelled.insert(path.to_string());
+        return path.to_string();
+    }
+    "other".into()
 }

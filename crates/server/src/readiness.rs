@@ -2,10 +2,11 @@
 //! answer. Checked at start and then periodically, so wrong credentials, a
 //! missing bucket or an unreachable endpoint show as "not ready" with the
 //! reason in the body (in words safe for anyone who can reach the probe;
-//! the full error is in the log).
+//! the full error is in the log). From SIGTERM on it stays "shutting down".
 
 use crate::metrics::READY;
 use crate::storage::Storage;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,21 +16,35 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 pub struct Readiness {
     /// `None` when ready, else why not.
     not_ready: Mutex<Option<String>>,
+    /// Set for good when the drain begins.
+    shutting_down: AtomicBool,
 }
 
 impl Default for Readiness {
     fn default() -> Self {
-        Self { not_ready: Mutex::new(Some("storage has not been checked yet".into())) }
+        Self {
+            not_ready: Mutex::new(Some("storage has not been checked yet".into())),
+            shutting_down: AtomicBool::new(false),
+        }
     }
 }
 
 impl Readiness {
     /// `Ok` when ready, else the reason.
     pub fn state(&self) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err("shutting down".into());
+        }
         match &*self.not_ready.lock().unwrap_or_else(|p| p.into_inner()) {
             None => Ok(()),
             Some(reason) => Err(reason.clone()),
         }
+    }
+
+    /// Not ready from now on: the process is draining.
+    pub fn shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        metrics::gauge!(READY).set(0.0);
     }
 
     fn set(&self, state: Result<(), String>) {
@@ -41,7 +56,8 @@ impl Readiness {
                 Some(reason) => tracing::warn!(reason, "not ready"),
             }
         }
-        metrics::gauge!(READY).set(if next.is_none() { 1.0 } else { 0.0 });
+        let ready = next.is_none() && !self.shutting_down.load(Ordering::Acquire);
+        metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
         *current = next;
     }
 

@@ -29,6 +29,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(websocket))
         .route("/api/v1/videos", get(list_videos))
         .route("/api/v1/videos/{*rest}", get(video_resource))
+        .route("/api/v1/index", get(index_by_query))
         .route("/api/v1/frame", get(frame))
         .route("/metrics", get(metrics))
         // The fastest level: nearly all of the gain, and the cores are for decoding.
@@ -106,6 +107,9 @@ impl From<FrameFailure> for ApiError {
 struct WebSocketQuery {
     /// A token for browsers, which cannot set headers on a WebSocket.
     access_token: Option<String>,
+    /// The video the session starts on (as if `SetVideo` had been sent), and
+    /// the key a load balancer routes by.
+    video: Option<String>,
 }
 
 async fn websocket(
@@ -124,6 +128,11 @@ async fn websocket(
         Ok(grant) => grant,
         Err(refusal) => return refusal.into_response(),
     };
+    if state.drain.is_draining() {
+        // 503 lets a proxy try the next server; a client retries.
+        let refusal = ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "this server is restarting".into());
+        return ([(header::CONNECTION, "close"), (header::RETRY_AFTER, "1")], refusal).into_response();
+    }
     let Some(slot) = SessionSlot::acquire(&state.sessions, state.args.max_sessions) else {
         // Close the refused connection: kept alive, a retrying client would
         // pile up idle connections (and file descriptors) instead.
@@ -132,7 +141,7 @@ async fn websocket(
     };
     upgrade
         .max_message_size(state.args.max_message_bytes)
-        .on_upgrade(move |socket| session::run(socket, state, slot, grant))
+        .on_upgrade(move |socket| session::run(socket, state, slot, grant, query.video))
 }
 
 #[derive(Deserialize)]
@@ -182,6 +191,26 @@ async fn video_resource(
         return Err(ApiError(StatusCode::NOT_FOUND, "not_found", format!("no resource /api/v1/videos/{rest}")));
     };
     check_path(&grant, path)?;
+    index_of(&state, path).await
+}
+
+#[derive(Deserialize)]
+struct IndexQuery {
+    video: String,
+}
+
+/// `/api/v1/index?video=<path>`: the index with the video in the query,
+/// where a load balancer can route by it.
+async fn index_by_query(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<IndexQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    check_path(&grant(&state, &headers, None)?, &query.video)?;
+    index_of(&state, &query.video).await
+}
+
+async fn index_of(state: &AppState, path: &str) -> Result<Response, ApiError> {
     let channel = state.channels.open(path).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], channel.index_document()).into_response())
 }
@@ -195,8 +224,12 @@ struct FrameQuery {
     frame: Option<u32>,
 }
 
-/// Frames never change for a given object version, so caches may keep them forever.
+/// Frames never change for a given object version, so caches may keep them
+/// forever: shared caches (a proxy, a CDN) too when no token was needed.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// A frame a token was needed for: only the browser that showed the token
+/// may keep it (a shared cache keys on the URL and would hand it to anyone).
+const IMMUTABLE_PRIVATE: &str = "private, max-age=31536000, immutable";
 
 async fn frame(
     State(state): State<Arc<AppState>>,
@@ -206,12 +239,18 @@ async fn frame(
 ) -> Result<Response, ApiError> {
     // A signed URL vouches for exactly this frame; otherwise a token must.
     let raw_query = uri.query().unwrap_or_default();
-    match &state.auth {
+    // A signed URL is its own credential (the signature is part of every cache key).
+    let cache_control = match &state.auth {
         Some(auth) if raw_query.split('&').any(|pair| pair.starts_with("sig=")) => {
-            auth.check_signed_url(uri.path(), raw_query).map_err(ApiError::from)?
+            auth.check_signed_url(uri.path(), raw_query).map_err(ApiError::from)?;
+            IMMUTABLE
         }
-        _ => check_path(&grant(&state, &headers, None)?, &query.video)?,
-    }
+        Some(_) => {
+            check_path(&grant(&state, &headers, None)?, &query.video)?;
+            IMMUTABLE_PRIVATE
+        }
+        None => IMMUTABLE,
+    };
     let channel = state.channels.open(&query.video).await?;
     let position = match (query.offset, query.frame) {
         (Some(offset), None) => channel.resolve(offset, query.irap_offset)?,
@@ -233,7 +272,7 @@ async fn frame(
         .get(header::IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
-    let caching = [(header::ETAG, etag), (header::CACHE_CONTROL, IMMUTABLE.to_string())];
+    let caching = [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control.to_string())];
     if cached_by_client {
         return Ok((StatusCode::NOT_MODIFIED, caching).into_response());
     }

@@ -18,6 +18,9 @@
 //! budget; a write that cannot finish within the client timeout, a client
 //! that answers no ping within it, or a client that sends nothing for the
 //! idle timeout is closed with a close code saying which (docs/protocol.md).
+//!
+//! When the server drains (`drain.rs`) a session stops reading, answers
+//! the frames it was asked for and closes with 1012.
 
 use crate::auth::Grant;
 use crate::channel::{Channel, FrameFailure};
@@ -58,6 +61,8 @@ pub mod close_code {
     pub const NOT_READING: u16 = 1008;
     /// A message larger than `--max-message-bytes`.
     pub const TOO_BIG: u16 = 1009;
+    /// The server is draining (SIGTERM): reconnect and ask again for what is unanswered.
+    pub const RESTART: u16 = 1012;
 }
 
 /// How a session's connection is kept honest.
@@ -112,6 +117,9 @@ struct Shared {
     /// Bytes of frames produced for this session and not yet taken by its socket.
     budget: Arc<Semaphore>,
     budget_bytes: usize,
+    /// The server is draining: once the queue is empty and the frames in
+    /// flight are answered, the worker closes the session with 1012.
+    draining: AtomicBool,
 }
 
 impl Shared {
@@ -120,8 +128,9 @@ impl Shared {
     }
 }
 
-/// Serves one WebSocket; `grant` says which videos it may open.
-pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, grant: Grant) {
+/// Serves one WebSocket; `grant` says which videos it may open, and
+/// `start_on` is the video of the URL (`/ws?video=`), set before any message.
+pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, grant: Grant, start_on: Option<String>) {
     let (sink, mut stream) = socket.split();
     let (out, outgoing) = mpsc::channel::<Outgoing>(64);
     let timeouts = state.args.session_timeouts();
@@ -136,18 +145,31 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, gra
         decoding_latest: Mutex::default(),
         budget: Arc::new(Semaphore::new(budget_bytes)),
         budget_bytes,
+        draining: AtomicBool::new(false),
     });
     let worker = tokio::spawn(serve_queue(shared.clone(), out.clone(), state.clone()));
     let mut video: Option<Arc<Channel>> = None;
     // Registered IRAP sections of the current video: IRAP offset → wanted frame offsets.
     let mut chunks: HashMap<u64, Option<Vec<u64>>> = HashMap::new();
     let mut last_request = Instant::now();
+    if let Some(path) = start_on {
+        let (channel, reply) = set_video(path, &state, &grant).await;
+        video = channel;
+        send(&out, reply).await;
+    }
+    let drain_started = state.drain.started();
+    tokio::pin!(drain_started);
+    let mut draining = false;
 
     loop {
         let idle_left = timeouts.idle.map(|idle| idle.saturating_sub(last_request.elapsed()));
         let message = tokio::select! {
             message = stream.next() => message,
             _ = out.closed() => break, // the writer gave up on the client
+            _ = &mut drain_started => {
+                draining = true;
+                break;
+            }
             _ = sleep_or_forever(idle_left) => {
                 let _ = out.send(Outgoing::Close(close_code::IDLE, "idle timeout")).await;
                 break;
@@ -207,11 +229,19 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, gra
             break;
         }
     }
-    worker.abort();
+    if draining {
+        finish_for_restart(&state, &shared, worker, &out, &heard).await;
+    } else {
+        worker.abort();
+    }
     drop(out);
     // Let the writer send what is queued (a close frame at least), but never
-    // wait on a client that does not read.
-    if tokio::time::timeout(timeouts.client, &mut writer).await.is_err() {
+    // wait on a client that does not read, nor past the drain.
+    let flush_until = state
+        .drain
+        .sessions_end()
+        .map_or(Instant::now() + timeouts.client, |end| end.min(Instant::now() + timeouts.client));
+    if tokio::time::timeout_at(flush_until.into(), &mut writer).await.is_err() {
         writer.abort();
     }
     // The closing handshake: read what the client still sends until it
@@ -226,6 +256,29 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, gra
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
     drop(slot);
+}
+
+/// The drain: new messages are no longer read; the frames asked for are
+/// answered, then the worker closes with 1012. At the drain's cutoff a
+/// session still busy closes anyway (its client re-asks on reconnect).
+async fn finish_for_restart(
+    state: &AppState,
+    shared: &Shared,
+    mut worker: tokio::task::JoinHandle<()>,
+    out: &mpsc::Sender<Outgoing>,
+    heard: &Mutex<Option<Instant>>,
+) {
+    // Pongs go unread from here on: silence proves nothing.
+    *heard.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    shared.draining.store(true, Ordering::Release);
+    shared.ready.notify_one();
+    let cutoff = state.drain.session_cutoff().unwrap_or_else(Instant::now);
+    if tokio::time::timeout_at(cutoff.into(), &mut worker).await.is_err() {
+        worker.abort();
+        let end = state.drain.sessions_end().unwrap_or_else(Instant::now);
+        let close = out.send(Outgoing::Close(close_code::RESTART, "service restart"));
+        let _ = tokio::time::timeout_at(end.into(), close).await;
+    }
 }
 
 /// Sleeps for `duration`, or forever when there is none.
@@ -574,6 +627,11 @@ async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Ar
             in_flight.push_back(Production { frame: Some(frame), task: tokio::spawn(serve(job, quality)) });
         }
         if in_flight.is_empty() {
+            // Nothing queued either (the loop above took what it could).
+            if shared.draining.load(Ordering::Acquire) {
+                let _ = out.send(Outgoing::Close(close_code::RESTART, "service restart")).await;
+                return;
+            }
             shared.ready.notified().await;
             continue;
         }

@@ -1,9 +1,10 @@
 //! Shared test support. Everything here talks to real things: the ffmpeg and
 //! ffprobe CLIs make fixtures and reference decodes, the server and the S3
-//! server run as real processes on loopback ports.
+//! server run as real processes on loopback ports, nginx in front of them.
 
 pub mod fixtures;
 pub mod image;
+pub mod nginx;
 pub mod processes;
 pub mod reference;
 pub mod ws;
