@@ -1,11 +1,10 @@
 // The page: opens videos from the URL or the picker, keeps the position,
 // asks the server for frames (latest-first while scrubbing or stepping, a
 // window ahead while playing), draws them and keeps the URL, the overlay
-// and the error banner up to date. Several clips share one WebSocket and
-// one position (kept in sync by time).
+// and the error banner up to date. Several clips share one position (kept
+// in sync by time); each has a WebSocket session of its own, on its video.
 
-import { refusedForToken, withToken } from './auth.js';
-import { Connection } from './connection.js';
+import { refusedForToken } from './auth.js';
 import { Clip, formatTime } from './clip.js';
 import { Timeline } from './timeline.js';
 import { Stats, formatBytes } from './stats.js';
@@ -42,13 +41,6 @@ class App {
     this.lastUrlUpdate = 0;
     this.stats = new Stats();
     this.timeline = new Timeline($('#timeline'), (frame, dragging) => this.scrub(frame, dragging));
-    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    this.connection = new Connection(() => withToken(`${scheme}//${location.host}/ws`), {
-      onstate: (state, detail) => this.connectionChanged(state, detail),
-      onframe: (header, jpeg) => this.frameArrived(header, jpeg),
-      onframeerror: (message) => this.frameFailed(message),
-      onerror: (message) => this.showError(`server: ${message}`),
-    });
     this.picker = new Picker($('#video-list'), $('#prefix'), {
       open: (path) => this.open([path], 0),
       add: (path) => this.addClip(path),
@@ -72,6 +64,7 @@ class App {
     this.hideError();
     const stage = $('#clips');
     stage.replaceChildren();
+    for (const clip of this.clips) clip.close();
     this.clips = [];
     const loaded = await Promise.all(
       paths.map(async (path) => {
@@ -86,6 +79,12 @@ class App {
     );
     this.clips = loaded.filter(Boolean);
     for (const clip of this.clips) {
+      clip.connect({
+        onstate: (state, detail) => this.connectionChanged(clip, state, detail),
+        onframe: (header, jpeg) => this.frameArrived(clip, header, jpeg),
+        onframeerror: (message) => this.frameFailed(clip, message),
+        onerror: (message) => this.showError(`server: ${message}`),
+      });
       stage.append(clip.element);
       clip.element.querySelector('.remove').onclick = () =>
         this.open(this.clips.filter((other) => other !== clip).map((other) => other.path), this.position);
@@ -130,13 +129,16 @@ class App {
     this.timeline.setPosition(n);
     this.renderPosition();
     const seq = ++this.seq;
-    const frames = this.clips.map((clip, i) => {
-      const frame = this.frameOf(i, n);
-      return clip.request(frame, { c: i, n: frame, s: seq });
-    });
     this.sentAt.set(seq, performance.now());
-    this.connection.send({ type: 'RequestFrames', mode: 'latest', id: seq, frames });
+    this.clips.forEach((clip, i) => this.requestStill(i, seq));
     this.updateUrl(false);
+  }
+
+  /// Asks clip `i`'s session for its picture at the current position.
+  requestStill(i, seq) {
+    const frame = this.frameOf(i, this.position);
+    const request = this.clips[i].request(frame, { c: i, n: frame, s: seq });
+    this.clips[i].send({ type: 'RequestFrames', mode: 'latest', id: seq, frames: [request] });
   }
 
   step(delta) {
@@ -219,12 +221,12 @@ class App {
       if (n === null || n === this.position) break;
       if (!this.buffer.claim(n)) continue;
       const seq = ++this.seq;
-      const frames = this.clips.map((clip, i) => {
-        const frame = this.frameOf(i, n);
-        return clip.request(frame, { c: i, n: frame, s: seq, play: this.buffer.generation, at: n });
-      });
       this.sentAt.set(seq, performance.now());
-      this.connection.send({ type: 'RequestFrames', mode: 'fifo', id: seq, frames });
+      this.clips.forEach((clip, i) => {
+        const frame = this.frameOf(i, n);
+        const request = clip.request(frame, { c: i, n: frame, s: seq, play: this.buffer.generation, at: n });
+        clip.send({ type: 'RequestFrames', mode: 'fifo', id: seq, frames: [request] });
+      });
     }
   }
 
@@ -259,21 +261,21 @@ class App {
 
   // ---- answers ----
 
-  async frameArrived(header, jpeg) {
+  async frameArrived(clip, header, jpeg) {
     const label = header.index ?? {};
     if (label.warm) return;
     let bitmap;
     try {
       bitmap = await createImageBitmap(new Blob([jpeg], { type: 'image/jpeg' }));
     } catch (error) {
-      this.showError(`frame ${label.n} of ${header.video}: the JPEG could not be decoded (${error.message})`);
+      this.showError(`frame ${label.n} of ${clip.path}: the JPEG could not be decoded (${error.message})`);
       return;
     }
     if (label.play !== undefined) {
       this.buffer.put(label.play, label.at, label.c, { bitmap, frame: label.n, seq: label.s });
       return;
     }
-    if (this.playing || !this.clips[label.c] || this.clips[label.c].path !== header.video) {
+    if (this.playing || this.clips[label.c] !== clip) {
       bitmap.close();
       return;
     }
@@ -303,23 +305,30 @@ class App {
     this.warmUpTimer = setTimeout(() => {
       const next = this.following(position);
       if (this.playing || this.position !== position || next === null || this.timeline.dragging) return;
-      const frames = this.clips.map((clip, i) => clip.request(this.frameOf(i, next), { warm: true }));
-      this.connection.send({ type: 'RequestFrames', mode: 'latest', frames });
+      this.clips.forEach((clip, i) => {
+        const frames = [clip.request(this.frameOf(i, next), { warm: true })];
+        clip.send({ type: 'RequestFrames', mode: 'latest', frames });
+      });
     }, WARM_UP_MS);
   }
 
-  frameFailed(message) {
+  frameFailed(clip, message) {
     const label = message.index ?? {};
     if (label.warm || message.error === 'superseded' || message.error === 'cancelled') return;
     if (label.play !== undefined && label.play !== this.buffer.generation) return;
+    if (this.clips[label.c] !== clip) return;
     this.pause();
-    this.showError(`Frame ${label.n ?? '?'} of ${message.video ?? 'the video'}: ${message.message} (${message.error})`);
+    this.showError(`Frame ${label.n ?? '?'} of ${clip.path}: ${message.message} (${message.error})`);
   }
 
-  connectionChanged(state, detail) {
+  /// One clip's session changed state; the status shows the worst of them.
+  connectionChanged(clip, state, detail) {
+    if (!this.clips.includes(clip)) return;
+    const states = this.clips.map((other) => other.connection?.state ?? 'connecting');
+    const shown = states.includes('closed') ? 'closed' : states.includes('connecting') ? 'connecting' : 'open';
     const status = $('#connection');
-    status.dataset.state = state;
-    status.textContent = { open: 'connected', connecting: 'connecting…', closed: 'disconnected' }[state];
+    status.dataset.state = shown;
+    status.textContent = { open: 'connected', connecting: 'connecting…', closed: 'disconnected' }[shown];
     if (state === 'closed' && detail.startsWith('idle')) {
       status.textContent = 'idle'; // closed by the server after a long pause; the next action reconnects
     } else if (state === 'closed' && refusedForToken()) {
@@ -327,13 +336,14 @@ class App {
     } else if (state === 'closed') {
       this.showError(`Connection lost, ${detail}…`, 'connection');
     } else if (state === 'open') {
-      if ($('#message').dataset.kind === 'connection') this.hideError();
-      // Restore what the page shows after a reconnect.
-      if (this.clips.length) {
-        const wasPlaying = this.playing;
+      if (shown === 'open' && $('#message').dataset.kind === 'connection') this.hideError();
+      // Ask again for what the page shows: the first time, and after a reconnect.
+      if (this.playing) {
         this.pause();
         this.show(this.position);
-        if (wasPlaying) this.play();
+        this.play();
+      } else {
+        this.requestStill(this.clips.indexOf(clip), ++this.seq);
       }
     }
   }
@@ -357,7 +367,7 @@ class App {
   }
 
   renderOverlay() {
-    this.stats.bytes(this.connection.bytesReceived);
+    this.stats.bytes(this.clips.reduce((sum, clip) => sum + (clip.connection?.bytesReceived ?? 0), 0));
     const { fps, latency, bytesPerSecond } = this.stats.summary();
     $('#stat-fps').textContent = `${fps.toFixed(1)} fps`;
     $('#stat-latency').textContent = latency === null ? '– ms' : `${latency.toFixed(0)} ms`;

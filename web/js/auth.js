@@ -41,5 +41,6 @@ export async function api(url) {
 // A WebSocket URL with the token (browsers cannot set headers on a WebSocket).
 export function withToken(url) {
   const current = token();
-  return current ? `${url}?access_token=${encodeURIComponent(current)}` : url;
+  if (!current) return url;
+  return `${url}${url.includes('?') ? '&' : '?'}access_token=${encodeURIComponent(current)}`;
 }

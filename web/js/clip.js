@@ -1,9 +1,18 @@
-// One video on the page: its frame index (from /api/v1/videos/{path}/index),
-// its canvas and the picture drawn on it. Knows which frame is shown at a
-// time and where the keyframes are; never draws a picture older than the
-// one it shows.
+// One video on the page: its frame index (from /api/v1/index?video=), its
+// WebSocket session (/ws?video=: the video in the URL is what a load
+// balancer routes by, so every viewer of a video reaches the server that
+// has it open), its canvas and the picture drawn on it. Knows which frame
+// is shown at a time and where the keyframes are; never draws a picture
+// older than the one it shows.
 
-import { api } from './auth.js';
+import { api, withToken } from './auth.js';
+import { Connection } from './connection.js';
+
+/// `?video=<path>` as every client encodes it (URLSearchParams), so all
+/// viewers of a video hash to the same server.
+export function videoQuery(path) {
+  return new URLSearchParams({ video: path }).toString();
+}
 
 export class Clip {
   constructor(path, index, element) {
@@ -22,12 +31,29 @@ export class Clip {
   }
 
   static async load(path, element) {
-    const response = await api(`/api/v1/videos/${path.split('/').map(encodeURIComponent).join('/')}/index`);
+    const response = await api(`/api/v1/index?${videoQuery(path)}`);
     const body = await response.json().catch(() => ({}));
     if (!response.ok) {
       throw new Error(body.message || `cannot open ${path}: HTTP ${response.status}`);
     }
     return new Clip(path, body, element);
+  }
+
+  /// Opens this clip's session; `handlers` as for `Connection`.
+  connect(handlers) {
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = () => withToken(`${scheme}//${location.host}/ws?${videoQuery(this.path)}`);
+    this.connection = new Connection(url, handlers);
+  }
+
+  /// Sends a request on this clip's session.
+  send(message) {
+    return this.connection?.send(message) ?? false;
+  }
+
+  /// Ends the session for good (the clip left the page).
+  close() {
+    this.connection?.close();
   }
 
   get frameCount() {
@@ -59,10 +85,10 @@ export class Clip {
     return this.keyframes.find((k) => k > frame) ?? this.frameCount - 1;
   }
 
-  /// What a RequestFrames entry for frame `n` looks like.
+  /// What a RequestFrames entry for frame `n` looks like (on this clip's session).
   request(n, label) {
     const frame = this.frames[n];
-    return { offset: frame.offset, irap_offset: frame.irap_offset, video: this.path, index: label };
+    return { offset: frame.offset, irap_offset: frame.irap_offset, index: label };
   }
 
   /// Draws a decoded picture unless a newer request's picture is already shown.

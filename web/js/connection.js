@@ -1,13 +1,17 @@
-// The WebSocket to the server: JSON control messages, and each Frame header
-// followed by its JPEG as a binary message. Reconnects by itself with a
-// growing delay and says so; whoever uses it re-sends what it needs when
-// `onopen` fires again. A session the server closed for being idle (code
-// 1000, "idle timeout") reconnects only when the page next sends something.
+// One WebSocket to the server: JSON control messages, and each Frame header
+// followed by its JPEG as a binary message. Reconnects by itself and says
+// so; whoever uses it re-sends what it needs when the state is `open`
+// again. A server restarting (1012) or going away (1001) is reconnected
+// at once (a proxy sends the new session to another server); a lost
+// connection with a growing delay. A session the server closed for being
+// idle (1000, "idle timeout") reconnects only when the page next sends
+// something.
 
 export class Connection {
   constructor(url, handlers) {
     this.url = url;
-    this.handlers = handlers; // { onstate(state, detail), onframe(header, jpeg), onframeerror(msg), onerror(msg) }
+    // { onstate(state, detail), onframe(header, jpeg), onframeerror(msg), onerror(msg), onmessage(msg) }
+    this.handlers = handlers;
     this.pendingHeader = null;
     this.retryDelay = 250;
     this.bytesReceived = 0;
@@ -29,9 +33,15 @@ export class Connection {
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      if (this.closed) return;
       if (event.code === 1000 && event.reason === 'idle timeout') {
         this.idle = true;
         this.setState('closed', 'idle; reconnects when used');
+        return;
+      }
+      if (event.code === 1012 || event.code === 1001) {
+        this.setState('closed', 'the server is restarting; reconnecting');
+        this.open();
         return;
       }
       const seconds = (this.retryDelay / 1000).toFixed(1);
@@ -40,6 +50,13 @@ export class Connection {
       this.retryDelay = Math.min(this.retryDelay * 2, 5000);
     };
     this.socket = socket;
+  }
+
+  /// Closes for good: no reconnect.
+  close() {
+    this.closed = true;
+    this.socket?.close(1000, 'closed by the page');
+    this.socket = null;
   }
 
   setState(state, detail = '') {
@@ -86,6 +103,9 @@ export class Connection {
         break;
       case 'Error':
         this.handlers.onerror(message.message);
+        break;
+      case 'VideoSet':
+        if (!message.ok) this.handlers.onerror(message.error);
         break;
       default:
         break;

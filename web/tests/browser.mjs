@@ -10,69 +10,30 @@
 // with a line on stdin), and {"done": true} at the end. Exits non-zero with
 // the reason on the first failed check.
 
-import { chromium } from 'playwright-core';
-import { writeFileSync, mkdirSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { capture as captureCanvas, check, launch, lines, report, shown as drawn } from './driver.mjs';
 
 const [base, video, second, out, authBase, token] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-const report = (object) => process.stdout.write(`${JSON.stringify(object)}\n`);
 
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: [
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-quic',
-    '--no-first-run',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-  ],
-});
+const browser = await launch();
 const page = await browser.newPage({ viewport: { width: 1366, height: 768 } });
 const problems = [];
 page.on('pageerror', (error) => problems.push(error.message));
 
-async function shown(n, what) {
-  await page
-    .waitForFunction((frame) => document.body.dataset.frameShown === String(frame), n, { timeout: 15000 })
-    .catch(async () => {
-      const actual = await page.evaluate(() => document.body.dataset.frameShown);
-      throw new Error(`${what}: expected frame ${n} to be drawn, the page shows ${actual}`);
-    });
-}
+const shown = (n, what) => drawn(page, n, what);
+const capture = (name, frame, clip = 0) => captureCanvas(page, out, name, frame, clip);
 
 function urlFrame() {
   return Number(new URL(page.url()).searchParams.get('frame'));
-}
-
-async function capture(name, frame, clip = 0) {
-  const pixels = await page.evaluate((i) => {
-    const canvas = document.querySelectorAll('#clips canvas')[i];
-    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-    let text = '';
-    for (let at = 0; at < data.length; at += 0x8000) {
-      text += String.fromCharCode.apply(null, data.subarray(at, at + 0x8000));
-    }
-    return { width: canvas.width, height: canvas.height, base64: btoa(text) };
-  }, clip);
-  const file = join(out, `${name}.rgba`);
-  writeFileSync(file, Buffer.from(pixels.base64, 'base64'));
-  report({ capture: name, clip, frame, width: pixels.width, height: pixels.height, file });
 }
 
 async function caption(clip = 0) {
   return page.evaluate((i) => document.querySelectorAll('#clips .caption')[i].textContent, clip);
 }
 
-const index = await (await fetch(`${base}/api/v1/videos/${video}/index`)).json();
+const index = await (await fetch(`${base}/api/v1/index?video=${encodeURIComponent(video)}`)).json();
 const keyframes = index.frames.filter((frame) => frame.keyframe).map((frame) => frame.index);
 const last = index.frames.length - 1;
 
@@ -133,7 +94,7 @@ const fps = await page.textContent('#stat-fps');
 check(Number.parseFloat(fps) > 0, `the overlay shows ${fps} while playing`);
 await capture('played', played);
 
-// Several clips on one socket, in sync.
+// Several clips, a session each, in sync.
 await page.goto(`${base}/?video=${video}&video=${second}&frame=10`);
 await shown(10, 'a grid of two videos');
 check((await page.locator('#clips canvas').count()) === 2, 'the grid shows two canvases');
@@ -161,13 +122,11 @@ await shown(11, 'after reconnecting');
 check(await page.locator('#message').isHidden(), 'the connection message goes away once reconnected');
 
 // Errors are shown, not hidden: a frame the server refuses…
-await page.evaluate(
-  (path) =>
-    window.bucketStreamer.connection.send({
-      type: 'RequestFrames',
-      frames: [{ video: path, offset: 1, index: { c: 0, n: 5, s: 0 } }],
-    }),
-  video,
+await page.evaluate(() =>
+  window.bucketStreamer.clips[0].send({
+    type: 'RequestFrames',
+    frames: [{ offset: 1, index: { c: 0, n: 5, s: 0 } }],
+  }),
 );
 await page.waitForSelector('#message:not([hidden])', { timeout: 15000 });
 const refusal = await page.textContent('#message');

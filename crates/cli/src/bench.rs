@@ -341,7 +341,8 @@ async fn run_client(
     let mut last_frame: Option<Instant> = None;
     let mut lost_after: Option<Option<Instant>> = None;
     // Frames are labelled with their place in the plan, unique even when the plan repeats a frame.
-    for (first, chunk) in (0..).step_by(batch.max(1)).zip(frames.chunks(batch.min(frames.len()).max(1))) {
+    let size = batch.min(frames.len()).max(1);
+    for (first, chunk) in (0..).step_by(size).zip(frames.chunks(size)) {
         if pacing.stop_at.is_some_and(|stop| Instant::now() >= stop) {
             break;
         }

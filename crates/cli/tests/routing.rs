@@ -278,3 +278,59 @@ fn sigterm_and_a_rolling_restart_lose_no_frame() {
     assert!(gaps.iter().all(|&gap| gap < 2000.0), "frame gaps {gaps:?}");
     assert!(check_saved(&out, &cluster.videos) > 0);
 }
+
+#[test]
+fn the_web_client_plays_on_through_nginx_when_its_server_is_killed() {
+    if let Err(reason) = common::browser_tools() {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the browser test: {reason}");
+        eprintln!("note: browser test skipped: {reason}");
+        return;
+    }
+    let Some(mut cluster) = cluster("routing-browser", &VIDEOS[..1], &[]) else { return };
+    let key = cluster.videos[0].0.clone();
+    let out = testkit::workspace_root().join("target/test-artifacts/failover");
+    let _ = std::fs::remove_dir_all(&out);
+    let mut script = Command::new("node")
+        .current_dir(testkit::workspace_root().join("web/tests"))
+        .args(["failover.mjs", &cluster.nginx.base_url(), &key, out.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut to_script = script.stdin.take().unwrap();
+    let mut events = Vec::new();
+    let mut killed = None;
+    use std::io::{BufRead, Write};
+    for line in std::io::BufReader::new(script.stdout.take().unwrap()).lines() {
+        let Ok(event) = serde_json::from_str::<Value>(&line.unwrap()) else { continue };
+        if event["kill"] == "now" {
+            let home = cluster.home_of(&key).expect("the video is being decoded somewhere");
+            let _ = Command::new("kill").args(["-KILL", &cluster.backends.servers[home].pid().to_string()]).status();
+            assert!(cluster.backends.servers[home].wait_exit(Duration::from_secs(5)));
+            killed = Some(home);
+            writeln!(to_script, "killed").unwrap();
+        }
+        events.push(event);
+    }
+    let finished = script.wait_with_output().unwrap();
+    assert!(finished.status.success(), "the browser script failed: {}", String::from_utf8_lossy(&finished.stderr));
+    assert!(killed.is_some() && events.iter().any(|e| e["done"] == true), "{events:?}");
+    let stall = events.iter().find_map(|e| e["stall_ms"].as_f64()).expect("the script measured the stall");
+    eprintln!("browser: longest time without a new picture around the kill: {stall} ms");
+    assert!(stall < 2000.0, "the page stalled {stall} ms");
+    // The page's session was opened again through nginx, to another server.
+    let log = std::fs::read_to_string(cluster.nginx.dir.join("access.log")).unwrap();
+    let sessions = log.lines().filter(|line| line.contains("/ws?video=") && line.contains(" 101 ")).count();
+    assert!(sessions >= 2, "one reconnect through nginx expected:\n{log}");
+    let fixture = &cluster.videos[0].1;
+    let factor = factor_for(testkit::reference::stream_info(&fixture.path).unwrap().width as usize);
+    let reference = testkit::reference::frames(&fixture.path, factor).unwrap();
+    let capture = events.iter().find(|e| e["capture"] == "after-failover").expect("a capture");
+    let (width, height) = (capture["width"].as_u64().unwrap() as usize, capture["height"].as_u64().unwrap() as usize);
+    let rgba = std::fs::read(capture["file"].as_str().unwrap()).unwrap();
+    let rgb: Vec<u8> = rgba.chunks_exact(4).flat_map(|pixel| [pixel[0], pixel[1], pixel[2]]).collect();
+    let small = testkit::image::box_downscale(&rgb, width, height, factor);
+    check_frame(&small, &reference, capture["frame"].as_u64().unwrap() as usize, MIN_PSNR).unwrap();
+    cluster.backends.restart(killed.unwrap()).unwrap();
+}

@@ -7,41 +7,11 @@
 
 mod common;
 
-use common::{binary, scratch_dir, stock, MIN_PSNR};
+use common::{binary, browser_tools, scratch_dir, stock, MIN_PSNR};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use testkit::image::{box_downscale, check_frame, factor_for};
-
-/// What the browser test needs, or why it cannot run here.
-fn browser_tools() -> Result<(), String> {
-    let scripts = testkit::workspace_root().join("web/tests");
-    if !scripts.join("node_modules/playwright-core").is_dir() {
-        return Err("web/tests/node_modules is missing: run `npm ci --prefix web/tests` (scripts/test does)".into());
-    }
-    let version = Command::new("node")
-        .arg("--version")
-        .output()
-        .map_err(|_| "node is not installed (scripts/test installs nodejs)")?;
-    let major: u32 = String::from_utf8_lossy(&version.stdout)
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
-    if major < 20 {
-        return Err(format!(
-            "playwright-core needs Node.js 20 or newer, this is {}",
-            String::from_utf8_lossy(&version.stdout).trim()
-        ));
-    }
-    if !Path::new(&std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into())).exists() {
-        return Err("chromium is not installed (scripts/test installs Debian's chromium)".into());
-    }
-    Ok(())
-}
 
 #[test]
 fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {

@@ -7,6 +7,7 @@ use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use testkit::fixtures::Fixture;
 use testkit::image::{box_downscale, check_frame, factor_for};
 use testkit::processes::{http_get, Running};
@@ -197,4 +198,33 @@ pub fn s3_flags_with_secret(s3: &Running, secret: &str) -> Vec<String> {
     .iter()
     .map(|flag| flag.to_string())
     .collect()
+}
+
+/// What the browser test needs, or why it cannot run here.
+pub fn browser_tools() -> Result<(), String> {
+    let scripts = testkit::workspace_root().join("web/tests");
+    if !scripts.join("node_modules/playwright-core").is_dir() {
+        return Err("web/tests/node_modules is missing: run `npm ci --prefix web/tests` (scripts/test does)".into());
+    }
+    let version = Command::new("node")
+        .arg("--version")
+        .output()
+        .map_err(|_| "node is not installed (scripts/test installs nodejs)")?;
+    let major: u32 = String::from_utf8_lossy(&version.stdout)
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    if major < 20 {
+        return Err(format!(
+            "playwright-core needs Node.js 20 or newer, this is {}",
+            String::from_utf8_lossy(&version.stdout).trim()
+        ));
+    }
+    if !Path::new(&std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into())).exists() {
+        return Err("chromium is not installed (scripts/test installs Debian's chromium)".into());
+    }
+    Ok(())
 }
