@@ -290,14 +290,7 @@ fn the_web_client_plays_on_through_nginx_when_its_server_is_killed() {
     let key = cluster.videos[0].0.clone();
     let out = testkit::workspace_root().join("target/test-artifacts/failover");
     let _ = std::fs::remove_dir_all(&out);
-    let mut script = Command::new("node")
-        .current_dir(testkit::workspace_root().join("web/tests"))
-        .args(["failover.mjs", &cluster.nginx.base_url(), &key, out.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs");
+    let mut script = common::browser_script("failover.mjs", &[&cluster.nginx.base_url(), &key, out.to_str().unwrap()]);
     let mut to_script = script.stdin.take().unwrap();
     let mut events = Vec::new();
     let mut killed = None;
@@ -327,10 +320,6 @@ fn the_web_client_plays_on_through_nginx_when_its_server_is_killed() {
     let factor = factor_for(testkit::reference::stream_info(&fixture.path).unwrap().width as usize);
     let reference = testkit::reference::frames(&fixture.path, factor).unwrap();
     let capture = events.iter().find(|e| e["capture"] == "after-failover").expect("a capture");
-    let (width, height) = (capture["width"].as_u64().unwrap() as usize, capture["height"].as_u64().unwrap() as usize);
-    let rgba = std::fs::read(capture["file"].as_str().unwrap()).unwrap();
-    let rgb: Vec<u8> = rgba.chunks_exact(4).flat_map(|pixel| [pixel[0], pixel[1], pixel[2]]).collect();
-    let small = testkit::image::box_downscale(&rgb, width, height, factor);
-    check_frame(&small, &reference, capture["frame"].as_u64().unwrap() as usize, MIN_PSNR).unwrap();
+    common::check_capture(capture, &reference, factor).unwrap();
     cluster.backends.restart(killed.unwrap()).unwrap();
 }

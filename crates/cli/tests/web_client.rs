@@ -7,11 +7,10 @@
 
 mod common;
 
-use common::{binary, browser_tools, scratch_dir, stock, MIN_PSNR};
+use common::{binary, browser_script, browser_tools, check_capture, scratch_dir, stock};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use testkit::image::{box_downscale, check_frame, factor_for};
+use testkit::image::factor_for;
 
 #[test]
 fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {
@@ -39,18 +38,10 @@ fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {
     let out = testkit::workspace_root().join("target/test-artifacts/web-client");
     let _ = std::fs::remove_dir_all(&out);
 
-    let mut script = Command::new("node")
-        .current_dir(testkit::workspace_root().join("web/tests"))
-        .arg("browser.mjs")
-        .arg(&base_url)
-        .args(["videos/bbb720-frag.mp4", "videos/bbb1080-frag.mp4"])
-        .arg(&out)
-        .args([&guarded.base_url(), &token])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs");
+    let guarded_url = guarded.base_url();
+    let videos = ["videos/bbb720-frag.mp4", "videos/bbb1080-frag.mp4"];
+    let mut script =
+        browser_script("browser.mjs", &[&base_url, videos[0], videos[1], out.to_str().unwrap(), &guarded_url, &token]);
     let mut to_script = script.stdin.take().unwrap();
     let mut captures = Vec::new();
     let mut done = false;
@@ -86,16 +77,8 @@ fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {
     assert!(captures.len() >= 8, "captures: {captures:?}");
     assert!(captures.iter().any(|c| c["capture"] == "with-token"), "the page with a token drew its frame");
     for capture in &captures {
-        let (width, height) =
-            (capture["width"].as_u64().unwrap() as usize, capture["height"].as_u64().unwrap() as usize);
-        let frame = capture["frame"].as_u64().unwrap() as usize;
-        let rgba = std::fs::read(capture["file"].as_str().unwrap()).unwrap();
-        let rgb: Vec<u8> = rgba.chunks_exact(4).flat_map(|pixel| [pixel[0], pixel[1], pixel[2]]).collect();
         let (factor, reference) =
             if capture["clip"] == 1 { (second_factor, &second_reference) } else { (first_factor, &first_reference) };
-        let small = box_downscale(&rgb, width, height, factor);
-        if let Err(reason) = check_frame(&small, reference, frame, MIN_PSNR) {
-            panic!("canvas of step {}: {reason}", capture["capture"]);
-        }
+        check_capture(capture, reference, factor).unwrap_or_else(|reason| panic!("{reason}"));
     }
 }

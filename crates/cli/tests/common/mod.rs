@@ -228,3 +228,30 @@ pub fn browser_tools() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Starts a browser script of `web/tests` with node, its stdio piped (JSON
+/// lines out, answers in).
+pub fn browser_script(script: &str, args: &[&str]) -> std::process::Child {
+    use std::process::Stdio;
+    Command::new("node")
+        .current_dir(testkit::workspace_root().join("web/tests"))
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs")
+}
+
+/// Compares a canvas a browser script saved (`{"capture", "file", "width",
+/// "height", "frame"}`, raw RGBA) with FFmpeg's decode of its frame.
+pub fn check_capture(capture: &Value, reference: &[testkit::image::SmallImage], factor: usize) -> Result<(), String> {
+    let (width, height) = (capture["width"].as_u64().unwrap() as usize, capture["height"].as_u64().unwrap() as usize);
+    let rgba = std::fs::read(capture["file"].as_str().unwrap()).map_err(|e| e.to_string())?;
+    let rgb: Vec<u8> = rgba.chunks_exact(4).flat_map(|pixel| [pixel[0], pixel[1], pixel[2]]).collect();
+    let small = box_downscale(&rgb, width, height, factor);
+    check_frame(&small, reference, capture["frame"].as_u64().unwrap() as usize, MIN_PSNR)
+        .map(|_| ())
+        .map_err(|reason| format!("canvas of step {}: {reason}", capture["capture"]))
+}
