@@ -97,6 +97,12 @@ fn every_way_in_needs_a_valid_credential() {
     let signed = mint(&["sign-url", &frame, "--ttl", "600"]);
     let response = http_get(port, &signed).unwrap();
     assert_eq!((response.status, response.header("content-type")), (200, Some("image/jpeg")));
+    // The URL is the credential, so shared caches may keep it; a frame a
+    // token was needed for only the client's own cache may keep.
+    assert!(response.header("cache-control").is_some_and(|c| c.starts_with("public")), "{:?}", response.headers);
+    let with_token = http_get_with(port, &frame, &[("Authorization", &bearer(&everything))]).unwrap();
+    assert_eq!(with_token.status, 200);
+    assert!(with_token.header("cache-control").is_some_and(|c| c.starts_with("private")), "{:?}", with_token.headers);
     let other_frame = signed.replace("frame=5", "frame=6");
     assert_eq!(http_get(port, &other_frame).unwrap().status, 401, "the signature covers the frame");
     let stale = server::auth::Auth::new(SECRET).sign_url(&format!("{frame}&exp=1000"));
