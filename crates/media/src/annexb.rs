@@ -181,7 +181,11 @@ pub fn index(source: &dyn RangeRead, budget: &Budget) -> Result<VideoIndex> {
             height: sps.height,
             timescale: ASSUMED_FRAME_RATE,
             object_size,
-            decoder: DecoderConfig { extradata: scanner.parameter_sets, nal_format: NalFormat::AnnexB },
+            decoder: DecoderConfig {
+                highest_temporal_id: scanner.sps.values().map(|sps| sps.max_sub_layers_minus1.min(6) as u8).max(),
+                extradata: scanner.parameter_sets,
+                nal_format: NalFormat::AnnexB,
+            },
             samples,
             edits: Vec::new(),
         },

@@ -48,8 +48,10 @@ pub fn is_leading(nal_type: u8) -> bool {
     (6..=9).contains(&nal_type)
 }
 
-/// Sub-layer non-reference pictures (`*_N` types below 16).
-fn is_sub_layer_non_reference(nal_type: u8) -> bool {
+/// Sub-layer non-reference pictures (`*_N` types below 16): no picture of
+/// the same temporal sub-layer uses them as a reference (pictures of higher
+/// sub-layers may).
+pub fn is_sub_layer_non_reference(nal_type: u8) -> bool {
     nal_type < 16 && nal_type.is_multiple_of(2)
 }
 
@@ -71,6 +73,8 @@ pub struct Sps {
     pub log2_max_poc_lsb: u32,
     /// `sps_max_num_reorder_pics` of the highest sub-layer.
     pub max_num_reorder: u32,
+    /// `sps_max_sub_layers_minus1`: the highest TemporalId a picture may have.
+    pub max_sub_layers_minus1: u32,
 }
 
 /// The picture parameter set fields needed to reach `slice_pic_order_cnt_lsb`.
@@ -155,6 +159,7 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps> {
         bit_depth_luma,
         log2_max_poc_lsb,
         max_num_reorder,
+        max_sub_layers_minus1,
     })
 }
 
@@ -261,6 +266,46 @@ impl PocTracker {
 }
 
 /// Splits an Annex-B buffer into NAL units (start codes removed).
+/// What decoding order needs to know of a coded picture: whether pictures
+/// of its own sub-layer may reference it, and its sub-layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PictureKind {
+    pub sub_layer_non_reference: bool,
+    pub temporal_id: u8,
+}
+
+/// The kind of the picture in one sample (access unit), read from its first
+/// VCL NAL unit header; `None` when the bytes hold no VCL NAL unit.
+pub fn picture_kind(sample: &[u8], format: crate::index::NalFormat) -> Option<PictureKind> {
+    let kind = |nal: &[u8]| PictureKind {
+        sub_layer_non_reference: is_sub_layer_non_reference(nal_type(nal)),
+        temporal_id: temporal_id(nal),
+    };
+    match format {
+        crate::index::NalFormat::AnnexB => {
+            annexb_nals(sample).find(|nal| nal.len() >= 2 && is_vcl(nal_type(nal))).map(kind)
+        }
+        crate::index::NalFormat::LengthPrefixed(width) => {
+            length_prefixed_nals(sample, width).find(|nal| nal.len() >= 2 && is_vcl(nal_type(nal))).map(kind)
+        }
+    }
+}
+
+/// The NAL units of a sample whose units are prefixed with their big-endian
+/// length in `width` bytes (`hvcC`); stops at the first length that does
+/// not fit the sample.
+pub fn length_prefixed_nals(data: &[u8], width: u8) -> impl Iterator<Item = &[u8]> {
+    let width = usize::from(width.clamp(1, 4));
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        let (prefix, after) = rest.split_at_checked(width)?;
+        let length = prefix.iter().fold(0usize, |length, &byte| (length << 8) | usize::from(byte));
+        let (nal, next) = after.split_at_checked(length)?;
+        rest = next;
+        Some(nal)
+    })
+}
+
 pub fn annexb_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     let starts: Vec<usize> = memchr::memmem::find_iter(data, b"\x00\x00\x01").map(|at| at + 3).collect();
     let ends: Vec<usize> = starts.iter().skip(1).map(|&next| next - 3).chain([data.len()]).collect();
@@ -289,6 +334,21 @@ mod tests {
         assert_eq!(tracker.next(&trail, &slice(15), sps), (0, 15));
         assert_eq!(tracker.next(&trail, &slice(2), sps), (0, 18));
         assert_eq!(tracker.next(&idr, &slice(0), sps), (1, 0));
+    }
+
+    #[test]
+    fn reads_the_picture_kind_after_parameter_sets() {
+        use crate::index::NalFormat;
+        // An SPS, then a TRAIL_N slice of temporal sub-layer 1, length-prefixed in 4 bytes.
+        let sample = [0, 0, 0, 2, NAL_SPS << 1, 1, 0, 0, 0, 3, 0, 2, 0x80];
+        let kind = picture_kind(&sample, NalFormat::LengthPrefixed(4)).unwrap();
+        assert_eq!(kind, PictureKind { sub_layer_non_reference: true, temporal_id: 1 });
+        // A TRAIL_R slice in Annex-B.
+        let kind = picture_kind(&[0, 0, 1, 1 << 1, 1, 0x80], NalFormat::AnnexB).unwrap();
+        assert_eq!(kind, PictureKind { sub_layer_non_reference: false, temporal_id: 0 });
+        // A length that runs past the sample ends the walk; no VCL unit, no kind.
+        assert_eq!(picture_kind(&[0, 0, 0, 200, 2, 1], NalFormat::LengthPrefixed(4)), None);
+        assert_eq!(picture_kind(&[], NalFormat::LengthPrefixed(4)), None);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum NalFormat {
 pub struct DecoderConfig {
     pub extradata: Vec<u8>,
     pub nal_format: NalFormat,
+    /// The highest temporal sub-layer the stream's SPS allows (`None` when
+    /// no SPS could be read): pictures there are referenced by nothing
+    /// when they are sub-layer non-reference pictures.
+    pub highest_temporal_id: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -258,6 +262,15 @@ fn shown_at(edits: &[Edit], pts: i64) -> Option<i64> {
         let inside = into >= 0 && edit.duration.is_none_or(|duration| into < duration);
         inside.then(|| edit.presentation_start.saturating_add(into))
     })
+}
+
+/// The highest `sps_max_sub_layers_minus1` among the SPSs in `nals`.
+pub fn highest_temporal_id<'a>(nals: impl IntoIterator<Item = &'a [u8]>) -> Option<u8> {
+    nals.into_iter()
+        .filter(|nal| hevc::nal_type(nal) == hevc::NAL_SPS)
+        .filter_map(|nal| hevc::parse_sps(nal).ok())
+        .map(|sps| sps.max_sub_layers_minus1.min(6) as u8)
+        .max()
 }
 
 /// Reads `(width, height)` from the SPS among `nals`, if there is one.

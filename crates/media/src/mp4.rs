@@ -158,8 +158,9 @@ impl Track {
         let mut encoded = Vec::new();
         hvcc.encode(&mut encoded)?;
         let extradata = encoded.split_off(8); // drop the box header, keep the hvcC record
-        let parameter_sets = hvcc.arrays.iter().flat_map(|array| array.nalus.iter().map(Vec::as_slice));
-        let (width, height) = crate::index::dimensions_from_parameter_sets(parameter_sets)
+        let parameter_sets = || hvcc.arrays.iter().flat_map(|array| array.nalus.iter().map(Vec::as_slice));
+        let highest_temporal_id = crate::index::highest_temporal_id(parameter_sets());
+        let (width, height) = crate::index::dimensions_from_parameter_sets(parameter_sets())
             .unwrap_or((u32::from(visual.width), u32::from(visual.height)));
         let timescale = trak.mdia.mdhd.timescale.max(1);
         let samples = sample_table(stbl, object_size, budget)?;
@@ -177,7 +178,11 @@ impl Track {
             width,
             height,
             timescale,
-            decoder: DecoderConfig { extradata, nal_format: NalFormat::LengthPrefixed(hvcc.length_size_minus_one + 1) },
+            decoder: DecoderConfig {
+                extradata,
+                nal_format: NalFormat::LengthPrefixed(hvcc.length_size_minus_one + 1),
+                highest_temporal_id,
+            },
             edits: edit_list(trak, moov.mvhd.timescale, timescale),
             samples,
             next_dts,

@@ -10,6 +10,16 @@
 //! output pictures are kept (bounded) so neighbours are not decoded twice.
 //! A caller may cancel between samples; the decoder then stays where it
 //! stopped, still positioned for a later frame of the same stream.
+//!
+//! A seek feeds only what the target needs: a picture before the target
+//! (in decode and presentation order) that is a sub-layer non-reference
+//! picture (`TRAIL_N`, `RASL_N`, …) of the stream's highest temporal
+//! sub-layer is referenced by no picture at all (H.265: only pictures of
+//! higher sub-layers may reference a `*_N` picture, and there are none),
+//! so it is not fed. In x265's default streams that is about half of the
+//! pictures. libavcodec's `skip_frame = AVDISCARD_NONREF` is not used: it
+//! would also drop a non-reference target, and it ignores temporal
+//! sub-layers. A later request for a skipped picture restarts the run.
 
 use crate::decoder::{share, Decoder, Threading};
 use crate::index::VideoIndex;
@@ -111,6 +121,12 @@ pub struct Player {
     kept_bytes: usize,
     keep_limit_bytes: usize,
     decoded: u64,
+    /// Presentation timestamps not fed in the current run.
+    skipped: Vec<i64>,
+    skipped_total: u64,
+    seeks: u64,
+    /// Whether seeks leave out pictures nothing references (the default).
+    skip_unreferenced: bool,
 }
 
 /// Decoded pictures kept for neighbouring requests, at least this many.
@@ -125,7 +141,18 @@ impl Player {
             kept_bytes: 0,
             keep_limit_bytes,
             decoded: 0,
+            skipped: Vec::new(),
+            skipped_total: 0,
+            seeks: 0,
+            skip_unreferenced: true,
         })
+    }
+
+    /// With `false`, seeks feed every picture from the decode start (for
+    /// comparison, or as an escape hatch for a stream that misbehaves).
+    pub fn skip_unreferenced(mut self, on: bool) -> Self {
+        self.skip_unreferenced = on;
+        self
     }
 
     /// Byte range that must be in the span to decode sample `target`.
@@ -153,7 +180,8 @@ impl Player {
             return Ok(frame);
         }
         let start = sample.decode_from.min(target);
-        let resumable = self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start);
+        let resumable = self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start)
+            && !self.skipped.contains(&sample.pts);
         if resumable {
             if let Some(frame) = self.run(index, target, span, false, cancelled)? {
                 return Ok(frame);
@@ -173,6 +201,8 @@ impl Player {
         let target_pts = index.sample(target).pts;
         if restart {
             self.decoder.reset();
+            self.skipped.clear();
+            self.seeks += 1;
             let start = index.sample(target).decode_from.min(target);
             self.position = Some(Position { started_at: start, next: start, drained: false });
         }
@@ -204,6 +234,18 @@ impl Player {
             let next = index.samples.get(position.next as usize);
             let bytes = next.and_then(|sample| span.slice(sample.offset..sample.end()));
             match (next, bytes) {
+                (Some(sample), Some(bytes))
+                    if self.skip_unreferenced
+                        && !position.drained
+                        && position.next < target
+                        && sample.pts < target_pts
+                        && unneeded(index, &bytes) =>
+                {
+                    self.skipped.push(sample.pts);
+                    self.skipped_total += 1;
+                    position.next += 1;
+                    continue;
+                }
                 (Some(sample), Some(bytes)) if !position.drained => {
                     let pts = sample.pts;
                     self.decoder.send(&bytes, pts)?;
@@ -233,6 +275,16 @@ impl Player {
         self.decoded
     }
 
+    /// Pictures a seek did not feed because nothing references them.
+    pub fn pictures_skipped(&self) -> u64 {
+        self.skipped_total
+    }
+
+    /// Runs started from a decode start (an IRAP) rather than continued.
+    pub fn seeks(&self) -> u64 {
+        self.seeks
+    }
+
     fn receive_all(&mut self) {
         while let Some(frame) = self.decoder.receive() {
             self.decoded += 1;
@@ -249,6 +301,14 @@ impl Player {
     fn take_kept(&self, pts: i64) -> Option<Video> {
         self.kept.iter().rev().find(|(kept_pts, _)| *kept_pts == pts).map(|(_, frame)| share(frame))
     }
+}
+
+/// Whether the picture in `sample` is referenced by no picture at all: a
+/// sub-layer non-reference picture of the stream's highest sub-layer.
+fn unneeded(index: &VideoIndex, sample: &[u8]) -> bool {
+    let Some(highest) = index.decoder.highest_temporal_id else { return false };
+    crate::hevc::picture_kind(sample, index.decoder.nal_format)
+        .is_some_and(|kind| kind.sub_layer_non_reference && kind.temporal_id >= highest)
 }
 
 fn frame_bytes(frame: &Video) -> usize {

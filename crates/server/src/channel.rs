@@ -13,7 +13,8 @@ use crate::decode_thread::DecodeThread;
 use crate::encode_slots::EncodeSlots;
 use crate::frame_cache::{FrameCache, FrameKey};
 use crate::metrics::{
-    Timer, DECODE_SECONDS, ENCODE_SECONDS, FETCH_SECONDS, FRAMES_DECODED, VIDEO_FRAMES_DECODED, VIDEO_OPENS,
+    Timer, DECODE_SECONDS, ENCODE_SECONDS, FETCH_SECONDS, FRAMES_DECODED, PICTURES_SKIPPED, SEEK_PICTURES,
+    VIDEO_FRAMES_DECODED, VIDEO_OPENS,
 };
 use crate::span_cache::SpanCache;
 use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
@@ -110,6 +111,8 @@ pub struct Shared {
     /// JPEG encodes allowed at once, requested frames first.
     pub encode_slots: EncodeSlots,
     pub threading: Threading,
+    /// Seeks leave out pictures nothing references (`--seek-all-pictures` turns it off).
+    pub skip_unreferenced: bool,
     /// Time allowed to index one video.
     pub index_time: std::time::Duration,
 }
@@ -153,10 +156,11 @@ impl Channel {
         };
         let text = path.text.clone();
         let threading = shared.threading;
+        let skip_unreferenced = shared.skip_unreferenced;
         let budget = media::Budget::new(shared.index_time, media::budget::DEFAULT_MAX_SAMPLES);
         let built = tokio::task::spawn_blocking(move || {
             let index = media::probe::index(&object, &budget)?;
-            let player = Player::new(&index, threading, KEPT_PICTURE_BYTES)?;
+            let player = Player::new(&index, threading, KEPT_PICTURE_BYTES)?.skip_unreferenced(skip_unreferenced);
             anyhow::Ok((index, player))
         })
         .await
@@ -165,14 +169,18 @@ impl Channel {
         let index = Arc::new(index);
         let rebuild = {
             let index = index.clone();
-            move || Player::new(&index, threading, KEPT_PICTURE_BYTES)
+            move || Ok(Player::new(&index, threading, KEPT_PICTURE_BYTES)?.skip_unreferenced(skip_unreferenced))
         };
         let label = crate::metrics::video_label(&text);
         metrics::counter!(VIDEO_OPENS, "video" => label.clone()).increment(1);
         let decoded_here = metrics::counter!(VIDEO_FRAMES_DECODED, "video" => label);
-        let decoder = DecodeThread::start(format!("decode-{id}"), index.clone(), player, rebuild, move |count| {
-            metrics::counter!(FRAMES_DECODED).increment(count);
-            decoded_here.increment(count);
+        let decoder = DecodeThread::start(format!("decode-{id}"), index.clone(), player, rebuild, move |work| {
+            metrics::counter!(FRAMES_DECODED).increment(work.decoded);
+            metrics::counter!(PICTURES_SKIPPED).increment(work.skipped);
+            if work.seeked {
+                metrics::histogram!(SEEK_PICTURES).record(work.decoded as f64);
+            }
+            decoded_here.increment(work.decoded);
         })
         .map_err(|e| OpenError::Refused(format!("cannot start a decoder thread: {e}")))?;
         Ok(Self {

@@ -159,6 +159,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DRAIN_SECS", default_value_t = 20)]
     pub drain_secs: u64,
 
+    /// Seeks decode every picture from the keyframe, also those nothing
+    /// references (by default they are left out); for comparison.
+    #[arg(long, env = "SEEK_ALL_PICTURES")]
+    pub seek_all_pictures: bool,
+
     /// This process's name in /metrics (`bucket_streamer_instance_info`);
     /// default: the host name (the pod's name on Kubernetes).
     #[arg(long, env = "INSTANCE_ID")]

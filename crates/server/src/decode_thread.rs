@@ -24,6 +24,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::oneshot;
 
+/// What one job cost the decoder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Work {
+    /// Pictures decoded.
+    pub decoded: u64,
+    /// Pictures a seek did not feed (referenced by nothing).
+    pub skipped: u64,
+    /// Whether the job restarted decoding at a decode start (a seek).
+    pub seeked: bool,
+}
+
 struct Job {
     position: u32,
     span: Span,
@@ -63,24 +74,28 @@ pub struct DecodeThread {
 
 impl DecodeThread {
     /// Starts the thread. `rebuild` makes a fresh player after a panic;
-    /// `on_decoded` is told how many pictures each job produced.
+    /// `on_decoded` is told what each job cost.
     pub fn start(
         name: String,
         index: Arc<VideoIndex>,
         mut player: Player,
         rebuild: impl Fn() -> anyhow::Result<Player> + Send + 'static,
-        on_decoded: impl Fn(u64) + Send + 'static,
+        on_decoded: impl Fn(Work) + Send + 'static,
     ) -> std::io::Result<Self> {
         let jobs = Arc::new(Jobs::default());
         let queue = jobs.clone();
         std::thread::Builder::new().name(name).spawn(move || {
             while let Some(job) = queue.wait_for_job() {
                 let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let before = player.pictures_decoded();
+                    let before = (player.pictures_decoded(), player.pictures_skipped(), player.seeks());
                     let by_client = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
                     let yields = || !job.urgency.is_urgent() && queue.lock().urgent_waiting();
                     let result = player.picture(&index, job.position, &job.span, &|| by_client() || yields());
-                    on_decoded(player.pictures_decoded() - before);
+                    on_decoded(Work {
+                        decoded: player.pictures_decoded() - before.0,
+                        skipped: player.pictures_skipped() - before.1,
+                        seeked: player.seeks() > before.2,
+                    });
                     if matches!(result, Err(DecodeError::Cancelled)) && !by_client() {
                         metrics::counter!(PREFETCH_YIELDS).increment(1);
                     }
@@ -191,7 +206,7 @@ mod tests {
             let index = index.clone();
             move || Player::new(&index, Threading::Single, 24 << 20)
         };
-        (DecodeThread::start("decode-test".into(), index.clone(), player, rebuild, |_| {}).unwrap(), index, span)
+        (DecodeThread::start("decode-test".into(), index.clone(), player, rebuild, |_: Work| {}).unwrap(), index, span)
     }
 
     /// Decode positions of the last sample of each GOP, last GOP first: every

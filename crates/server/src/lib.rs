@@ -61,6 +61,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 frames: frame_cache::FrameCache::new(args.cache_bytes),
                 encode_slots: encode_slots::EncodeSlots::new(args.encode_threads()),
                 threading: args.decoder_threading.0,
+                skip_unreferenced: !args.seek_all_pictures,
                 index_time: std::time::Duration::from_secs(args.index_timeout_secs),
             },
             args.max_open_videos,

@@ -21,6 +21,8 @@ pub const CHANNELS: &str = "bucket_streamer_channels";
 pub const READY: &str = "bucket_streamer_ready";
 pub const CONNECTIONS: &str = "bucket_streamer_http_connections";
 pub const CONNECTIONS_REFUSED: &str = "bucket_streamer_http_connections_refused_total";
+pub const PICTURES_SKIPPED: &str = "bucket_streamer_pictures_skipped_total";
+pub const SEEK_PICTURES: &str = "bucket_streamer_seek_pictures";
 pub const INSTANCE: &str = "bucket_streamer_instance_info";
 pub const VIDEO_FRAMES_DECODED: &str = "bucket_streamer_video_frames_decoded_total";
 pub const VIDEO_OPENS: &str = "bucket_streamer_video_opens_total";
@@ -31,8 +33,17 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let buckets = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
-            let recorder =
-                PrometheusBuilder::new().set_buckets(&buckets).expect("bucket list is not empty").build_recorder();
+            let pictures = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(SEEK_PICTURES.into()),
+                        &pictures,
+                    )
+                })
+                .expect("bucket lists are not empty")
+                .build_recorder();
             let handle = recorder.handle();
             // A second recorder (e.g. two servers in one test process) keeps the first.
             let _ = metrics::set_global_recorder(recorder);
@@ -50,6 +61,8 @@ fn describe() {
     metrics::describe_counter!(DECODER_PANICS, "Decoder panics caught (the job failed, the decoder was rebuilt)");
     metrics::describe_counter!(FRAME_ERRORS, "Frame requests answered with an error, by reason");
     metrics::describe_counter!(FRAMES_DECODED, "Pictures produced by the decoders");
+    metrics::describe_counter!(PICTURES_SKIPPED, "Pictures seeks did not decode because nothing references them");
+    metrics::describe_histogram!(SEEK_PICTURES, "Pictures decoded by a request that started from a keyframe (a seek)");
     metrics::describe_counter!(CACHE_HITS, "Frames served from the encoded-frame cache");
     metrics::describe_counter!(CACHE_JOINS, "Requests that waited for a frame another request was producing");
     metrics::describe_histogram!(FETCH_SECONDS, "Storage reads for frames (GOP bytes), seconds");
@@ -80,6 +93,7 @@ fn describe() {
         CACHE_HITS,
         CACHE_JOINS,
         PREFETCH_YIELDS,
+        PICTURES_SKIPPED,
         DECODER_PANICS,
         SESSIONS_CLOSED,
         CONNECTIONS_REFUSED,
@@ -89,7 +103,7 @@ fn describe() {
     for gauge in [SESSIONS, CHANNELS, READY, CONNECTIONS] {
         metrics::gauge!(gauge).set(0.0);
     }
-    for histogram in [FETCH_SECONDS, DECODE_SECONDS, ENCODE_SECONDS] {
+    for histogram in [FETCH_SECONDS, DECODE_SECONDS, ENCODE_SECONDS, SEEK_PICTURES] {
         let _ = metrics::histogram!(histogram);
     }
 }

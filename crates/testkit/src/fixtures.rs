@@ -109,6 +109,19 @@ const RECIPES: &[Recipe] = &[
         false,
     ),
     pattern("h264.mp4", &["-c:v", "libx264", "-g", "24"], false),
+    // Non-reference B-frames in a temporal sub-layer of their own (TSA_N at
+    // TemporalId 1), so seeks may skip only those.
+    pattern(
+        "temporal_layers.mp4",
+        &["-c:v", "libx265", "-x265-params", "keyint=48:min-keyint=48:temporal-layers=1:log-level=error"],
+        false,
+    ),
+    // A deep B-pyramid: references several levels down between P-frames.
+    pattern(
+        "b_pyramid.mp4",
+        &["-c:v", "libx265", "-x265-params", "keyint=48:min-keyint=48:bframes=8:b-pyramid=1:b-adapt=0:log-level=error"],
+        false,
+    ),
     // A stream-copy cut starts at the keyframe before the cut point; its edit
     // list hides the samples before the cut (decoded only as references).
     Recipe {

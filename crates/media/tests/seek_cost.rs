@@ -1,0 +1,59 @@
+//! What a seek costs: the player feeds only the pictures its target needs.
+//! Every frame of x265 streams (defaults with open GOPs and B-frames, a
+//! temporal sub-layer for non-reference B-frames, a deep B-pyramid) is
+//! asked for as a fresh seek (a new player, the span ending at the frame); each must still be the frame FFmpeg decodes there,
+//! and the pictures decoded plus those skipped never exceed what a seek
+//! from the frame's decode start would feed. Streams with sub-layer
+//! non-reference pictures at their top sub-layer must skip some.
+
+use bytes::Bytes;
+use media::{FileSource, Player, RangeRead, Span, Threading};
+use testkit::image::{box_downscale, check_frame, factor_for};
+
+/// (fixture, whether seeks must skip pictures)
+const STREAMS: [(&str, bool); 4] = [
+    ("open_gop_bframes.mp4", true),
+    ("closed_gop_bframes.mp4", true),
+    ("temporal_layers.mp4", true),
+    ("b_pyramid.mp4", true),
+];
+
+#[test]
+fn seeks_decode_only_what_the_frame_needs_and_stay_exact() {
+    for (name, must_skip) in STREAMS {
+        let fixture = testkit::fixtures::generated_named(name).unwrap();
+        let source = FileSource::open(&fixture.path).unwrap();
+        let index = media::probe::index(&source, &Default::default()).unwrap();
+        let factor = factor_for(index.width as usize);
+        let reference = testkit::reference::frames(&fixture.path, factor).unwrap();
+        let (mut fed_without_skipping, mut decoded, mut skipped) = (0u64, 0u64, 0u64);
+        for frame in 0..index.frame_count() as u32 {
+            let (position, _) = index.frame(frame).unwrap();
+            let range = Player::required_bytes(&index, position);
+            let bytes = source.read_range(range.start, range.end - range.start).unwrap();
+            let span = Span::new(range.start, Bytes::from(bytes));
+            // A fresh player: nothing kept from the frame before, a true seek.
+            let mut player = Player::new(&index, Threading::Single, 64 << 20).unwrap();
+            let picture = player.picture(&index, position, &span, &|| false).unwrap();
+            let start = index.sample(position).decode_from.min(position);
+            fed_without_skipping += u64::from(position - start + 1);
+            decoded += player.pictures_decoded();
+            skipped += player.pictures_skipped();
+            let jpeg = media::encode_jpeg(&picture, 90).unwrap();
+            let rgb = media::jpeg::decode_rgb(&jpeg).unwrap();
+            let small = box_downscale(&rgb.pixels, rgb.width, rgb.height, factor);
+            if let Err(reason) = check_frame(&small, &reference, frame as usize, 30.0) {
+                panic!("{name}: {reason}");
+            }
+        }
+        eprintln!("{name}: {decoded} decoded, {skipped} skipped, {fed_without_skipping} samples from decode starts");
+        assert!(decoded + skipped <= fed_without_skipping, "{name}: more work than a plain seek");
+        if must_skip {
+            assert!(skipped > 0, "{name}: no picture skipped");
+            assert!(
+                decoded < fed_without_skipping * 9 / 10,
+                "{name}: seeks decoded {decoded} of {fed_without_skipping}"
+            );
+        }
+    }
+}
