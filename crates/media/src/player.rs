@@ -270,6 +270,18 @@ impl Player {
         }
     }
 
+    /// Whether `target` would come without a seek: its picture is kept, or
+    /// this player's run is positioned before it in the same stream.
+    pub fn continues_to(&self, index: &VideoIndex, target: u32) -> bool {
+        let Some(sample) = index.samples.get(target as usize) else { return false };
+        if self.kept.iter().any(|(pts, _)| *pts == sample.pts) {
+            return true;
+        }
+        let start = sample.decode_from.min(target);
+        self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start)
+            && !self.skipped.contains(&sample.pts)
+    }
+
     /// Pictures the decoder has produced since this player was created.
     pub fn pictures_decoded(&self) -> u64 {
         self.decoded

@@ -3,13 +3,16 @@
 //! the channel, so the header is read once per process and neighbouring
 //! frames reuse fetched bytes and decoder state.
 //!
-//! Decoding runs on the video's decode thread and JPEG encoding on blocking
-//! worker threads, so encoding overlaps the next decode. Encoded frames go
+//! Decoding runs on the process's decode threads, with up to
+//! `--decoders-per-video` decoders of this video at once (`decoders.rs`),
+//! and JPEG encoding on blocking worker threads, so encoding overlaps the
+//! next decode. Encoded frames go
 //! through the process-wide frame cache (single flight). Sequential access
 //! reads ahead to the end of the GOP and prefetches the next few frames,
 //! below every requested frame.
 
-use crate::decode_thread::DecodeThread;
+use crate::decode_pool::DecodePool;
+use crate::decoders::Decoders;
 use crate::encode_slots::EncodeSlots;
 use crate::frame_cache::{FrameCache, FrameKey};
 use crate::metrics::{
@@ -111,6 +114,10 @@ pub struct Shared {
     /// JPEG encodes allowed at once, requested frames first.
     pub encode_slots: EncodeSlots,
     pub threading: Threading,
+    /// The process's decode threads.
+    pub pool: DecodePool,
+    /// Decoders one video may use at once.
+    pub decoders_per_video: usize,
     /// Seeks leave out pictures nothing references (`--seek-all-pictures` turns it off).
     pub skip_unreferenced: bool,
     /// Time allowed to index one video.
@@ -125,7 +132,7 @@ pub struct Channel {
     pub index: Arc<VideoIndex>,
     storage: Arc<Storage>,
     shared: Arc<Shared>,
-    decoder: DecodeThread,
+    decoders: Arc<Decoders>,
     /// Held across the read so concurrent requests of one GOP fetch it once.
     spans: tokio::sync::Mutex<SpanCache>,
     /// Frames being prefetched, raised to urgent when a request joins one.
@@ -167,22 +174,21 @@ impl Channel {
         .map_err(|e| OpenError::Corrupt { path: text.clone(), reason: format!("indexing crashed: {e}") })?;
         let (index, player) = built.map_err(|error| OpenError::from_indexing(&text, error))?;
         let index = Arc::new(index);
-        let rebuild = {
+        let make = {
             let index = index.clone();
             move || Ok(Player::new(&index, threading, KEPT_PICTURE_BYTES)?.skip_unreferenced(skip_unreferenced))
         };
         let label = crate::metrics::video_label(&text);
         metrics::counter!(VIDEO_OPENS, "video" => label.clone()).increment(1);
         let decoded_here = metrics::counter!(VIDEO_FRAMES_DECODED, "video" => label);
-        let decoder = DecodeThread::start(format!("decode-{id}"), index.clone(), player, rebuild, move |work| {
+        let decoders = Decoders::new(index.clone(), player, shared.decoders_per_video, make, move |work| {
             metrics::counter!(FRAMES_DECODED).increment(work.decoded);
             metrics::counter!(PICTURES_SKIPPED).increment(work.skipped);
             if work.seeked {
                 metrics::histogram!(SEEK_PICTURES).record(work.decoded as f64);
             }
             decoded_here.increment(work.decoded);
-        })
-        .map_err(|e| OpenError::Refused(format!("cannot start a decoder thread: {e}")))?;
+        });
         Ok(Self {
             id,
             url: storage.url_of(&path),
@@ -190,7 +196,7 @@ impl Channel {
             index,
             storage,
             shared,
-            decoder,
+            decoders: Arc::new(decoders),
             spans: tokio::sync::Mutex::new(SpanCache::new(SPAN_CACHE_BYTES)),
             prefetching: Mutex::new(HashMap::new()),
             last_requested: Mutex::new(None),
@@ -215,7 +221,12 @@ impl Channel {
     /// Whether this video's decoder can still take work (a decoder that
     /// could not be rebuilt after a crash cannot; the video is then reopened).
     pub fn is_usable(&self) -> bool {
-        self.decoder.is_running()
+        self.decoders.is_usable()
+    }
+
+    /// Drops this video's decoders idle for `age`; how many.
+    pub fn release_idle_decoders(&self, age: std::time::Duration) -> usize {
+        self.decoders.release_idle(age)
     }
 
     /// The frames (decode positions, in presentation order) of the IRAP section
@@ -405,13 +416,14 @@ impl Channel {
         let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
         let span = self.span_covering(needed, wanted_end).await?;
         let decode_timer = Timer::new(DECODE_SECONDS);
-        let picture =
-            self.decoder.picture(position, span, cancel, urgency.clone()).await.map_err(|error| match error {
+        let picture = self.shared.pool.picture(&self.decoders, position, span, cancel, urgency.clone()).await.map_err(
+            |error| match error {
                 DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
                 // Either a newer latest-mode request replaced it, or (a prefetch) a request needed the decoder.
                 DecodeError::Cancelled => FrameFailure::new("superseded", "a newer request in latest mode replaced it"),
                 DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
-            })?;
+            },
+        )?;
         drop(decode_timer);
         // Encodes wait their turn (in order) so they never crowd the decoders off the cores.
         let _slot = self.shared.encode_slots.acquire(urgency).await;

@@ -32,6 +32,13 @@ impl Channels {
         }
     }
 
+    /// Drops decoders idle for `age` in every open video; how many.
+    pub fn release_idle_decoders(&self, age: std::time::Duration) -> usize {
+        let open: Vec<Arc<Channel>> =
+            self.slots.lock().expect("channel map lock").values().filter_map(|slot| slot.get().cloned()).collect();
+        open.iter().map(|channel| channel.release_idle_decoders(age)).sum()
+    }
+
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
     }

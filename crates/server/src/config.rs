@@ -70,11 +70,21 @@ pub struct ServeArgs {
     #[arg(long, env = "CACHE_BYTES", default_value_t = 64 << 20)]
     pub cache_bytes: u64,
 
-    /// libavcodec threading per video: `auto`, `single`, `frame:N` or `slice:N`.
-    /// `auto` is frame threads, one per core up to 4: measured to cut random
-    /// access latency by about a third at equal throughput (docs/benchmarks.md).
+    /// libavcodec threading per decoder: `auto`, `single`, `frame:N` or
+    /// `slice:N`. `auto` gives each decoder the cores the decode threads
+    /// leave (frame threads, up to 4), so decoding never oversubscribes the
+    /// cores: single-threaded decoders with the default decode threads.
     #[arg(long, env = "DECODER_THREADING", default_value = "auto")]
     pub decoder_threading: DecoderThreading,
+
+    /// Decode threads shared by all videos (default: one per core).
+    #[arg(long, env = "DECODE_THREADS")]
+    pub decode_threads: Option<usize>,
+
+    /// Decoders one video may use at once, so its viewers decode side by
+    /// side (default: the decode threads).
+    #[arg(long, env = "DECODERS_PER_VIDEO")]
+    pub decoders_per_video: Option<usize>,
 
     /// JPEG encodes at once (default: one less than the cores, at least one).
     #[arg(long, env = "ENCODE_THREADS")]
@@ -172,19 +182,29 @@ pub struct ServeArgs {
 
 /// A `--decoder-threading` value.
 #[derive(Debug, Clone, Copy)]
-pub struct DecoderThreading(pub media::Threading);
+pub struct DecoderThreading(pub Option<media::Threading>);
+
+impl DecoderThreading {
+    /// The threading of each decoder when `decode_threads` decode at once.
+    pub fn resolve(&self, decode_threads: usize) -> media::Threading {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.0.unwrap_or(match (cores / decode_threads.max(1)).min(4) {
+            0 | 1 => media::Threading::Single,
+            spare => media::Threading::Frame(spare),
+        })
+    }
+}
 
 impl std::str::FromStr for DecoderThreading {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
         let count = |n: &str| n.parse::<usize>().ok().filter(|&n| (1..=64).contains(&n));
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threading = match text.split_once(':') {
-            None if text == "auto" && cores > 1 => media::Threading::Frame(cores.min(4)),
-            None if text == "auto" || text == "single" => media::Threading::Single,
-            Some(("frame", n)) => media::Threading::Frame(count(n).ok_or("frame:N needs N in 1..=64")?),
-            Some(("slice", n)) => media::Threading::Slice(count(n).ok_or("slice:N needs N in 1..=64")?),
+            None if text == "auto" => None,
+            None if text == "single" => Some(media::Threading::Single),
+            Some(("frame", n)) => Some(media::Threading::Frame(count(n).ok_or("frame:N needs N in 1..=64")?)),
+            Some(("slice", n)) => Some(media::Threading::Slice(count(n).ok_or("slice:N needs N in 1..=64")?)),
             _ => return Err(format!("{text:?} is not auto, single, frame:N or slice:N")),
         };
         Ok(Self(threading))
@@ -192,6 +212,12 @@ impl std::str::FromStr for DecoderThreading {
 }
 
 impl ServeArgs {
+    /// Decode threads: as configured, else one per core.
+    pub fn decode_threads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        self.decode_threads.unwrap_or(cores).max(1)
+    }
+
     /// Concurrent JPEG encodes: as configured, else one core left to decoding.
     pub fn encode_threads(&self) -> usize {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

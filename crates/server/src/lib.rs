@@ -9,7 +9,8 @@ pub mod auth;
 pub mod channel;
 pub mod channels;
 pub mod config;
-pub mod decode_thread;
+pub mod decode_pool;
+pub mod decoders;
 pub mod drain;
 pub mod encode_slots;
 pub mod frame_cache;
@@ -60,7 +61,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             channel::Shared {
                 frames: frame_cache::FrameCache::new(args.cache_bytes),
                 encode_slots: encode_slots::EncodeSlots::new(args.encode_threads()),
-                threading: args.decoder_threading.0,
+                threading: args.decoder_threading.resolve(args.decode_threads()),
+                pool: decode_pool::DecodePool::start(args.decode_threads())
+                    .context("cannot start the decode threads")?,
+                decoders_per_video: args.decoders_per_video.unwrap_or(args.decode_threads()),
                 skip_unreferenced: !args.seek_all_pictures,
                 index_time: std::time::Duration::from_secs(args.index_timeout_secs),
             },
@@ -74,6 +78,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args,
     });
     let reaper = tokio::spawn(close_idle_channels(state.clone()));
+    let decoder_reaper = tokio::spawn(release_idle_decoders(state.clone()));
     let readiness = tokio::spawn(state.readiness.clone().watch(storage.clone()));
     let instance = state.args.instance();
     let version = env!("CARGO_PKG_VERSION");
@@ -95,9 +100,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     listener::serve(listener, routes::router(state.clone()), limits, draining).await;
     reaper.abort();
+    decoder_reaper.abort();
     readiness.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Decoders idle this long are dropped (the video stays open; its next
+/// frame gets a new decoder): an open video nobody watches holds no
+/// decoder memory.
+const DECODER_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Drops idle decoders every second.
+async fn release_idle_decoders(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        state.channels.release_idle_decoders(DECODER_IDLE);
+    }
 }
 
 /// Closes videos nobody has used for `--channel-idle-secs`, checking a few times per timeout.

@@ -1,0 +1,381 @@
+//! The process's decode threads, shared by every open video (`--decode-threads`,
+//! default one per core): an open video costs no thread, and a busy video
+//! may use several at once, one per decoder (`decoders.rs`).
+//!
+//! Jobs wait in one queue. A thread takes the first urgent job (a client
+//! waits, see `urgency.rs`) whose video can give it a decoder, else the
+//! first such job of any kind; jobs nobody waits for any more are dropped.
+//! Work ahead of need being decoded stops at the next sample (its decoder
+//! stays positioned) when an urgent job waits that no idle thread can take,
+//! or that waits for a decoder of the same video.
+//!
+//! A panic while decoding (a bug meeting a file nobody foresaw) is caught on
+//! the thread: that job is answered with an error, its player is dropped
+//! and the next job of the video gets a new one. No job is left waiting.
+
+use crate::decoders::{Checkout, Decoders, Work};
+use crate::metrics::{DECODER_PANICS, PREFETCH_YIELDS};
+use crate::urgency::Urgency;
+use media::{DecodeError, Picture, Span};
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use tokio::sync::oneshot;
+
+struct Job {
+    decoders: Arc<Decoders>,
+    position: u32,
+    span: Span,
+    cancel: Option<Arc<AtomicBool>>,
+    urgency: Urgency,
+    reply: oneshot::Sender<Result<Picture, DecodeError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Threads waiting for work.
+    idle_threads: usize,
+    stopped: bool,
+}
+
+impl Queue {
+    /// The job to run next (see the module header), with its decoder.
+    fn take(&mut self) -> Option<(Job, Checkout)> {
+        self.jobs.retain(|job| !job.reply.is_closed());
+        let runnable = |job: &Job| job.decoders.can_take();
+        let at = self
+            .jobs
+            .iter()
+            .position(|job| job.urgency.is_urgent() && runnable(job))
+            .or_else(|| self.jobs.iter().position(runnable))?;
+        let job = self.jobs.remove(at)?;
+        match job.decoders.check_out(job.position) {
+            Some(checkout) => Some((job, checkout)),
+            None => {
+                self.jobs.insert(at, job);
+                None
+            }
+        }
+    }
+
+    /// Whether work ahead of need on `decoders` should give way.
+    fn urgent_blocked(&self, decoders: &Arc<Decoders>) -> bool {
+        self.jobs.iter().any(|job| {
+            job.urgency.is_urgent()
+                && !job.reply.is_closed()
+                && (self.idle_threads == 0 || Arc::ptr_eq(&job.decoders, decoders))
+        })
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+pub struct DecodePool {
+    shared: Arc<Shared>,
+}
+
+impl DecodePool {
+    /// Starts `threads` decode threads.
+    pub fn start(threads: usize) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        for n in 0..threads.max(1) {
+            let shared = shared.clone();
+            std::thread::Builder::new().name(format!("decode-{n}")).spawn(move || work(&shared))?;
+        }
+        Ok(Self { shared })
+    }
+
+    /// Decodes the sample at `position` of the video of `decoders` from
+    /// `span`. The job is queued by this call, before the returned future is
+    /// first polled. Setting `cancel` stops the decode at the next sample
+    /// boundary (`Cancelled`); so does urgent work that has to wait for it
+    /// while this is not urgent.
+    pub fn picture(
+        &self,
+        decoders: &Arc<Decoders>,
+        position: u32,
+        span: Span,
+        cancel: Option<Arc<AtomicBool>>,
+        urgency: Urgency,
+    ) -> impl std::future::Future<Output = Result<Picture, DecodeError>> {
+        let (reply, answer) = oneshot::channel();
+        let mut queue = self.shared.lock();
+        // A stopped pool takes no work: dropping the job answers it at once.
+        if !queue.stopped {
+            queue.jobs.push_back(Job { decoders: decoders.clone(), position, span, cancel, urgency, reply });
+        }
+        drop(queue);
+        self.shared.changed.notify_all();
+        async move { answer.await.map_err(|_| DecodeError::Failed(anyhow::anyhow!("the decoder stopped before decoding")))? }
+    }
+}
+
+impl Drop for DecodePool {
+    fn drop(&mut self) {
+        self.shared.lock().stopped = true;
+        self.shared.changed.notify_all();
+    }
+}
+
+/// One decode thread: takes jobs until the pool stops.
+fn work(shared: &Shared) {
+    loop {
+        let (job, checkout) = {
+            let mut queue = shared.lock();
+            loop {
+                if queue.stopped {
+                    return;
+                }
+                if let Some(taken) = queue.take() {
+                    break taken;
+                }
+                queue.idle_threads += 1;
+                queue = shared.changed.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
+                queue.idle_threads -= 1;
+            }
+        };
+        run(shared, job, checkout);
+        // A decoder came back: a job waiting for one may run now.
+        shared.changed.notify_all();
+    }
+}
+
+fn run(shared: &Shared, job: Job, checkout: Checkout) {
+    let decoders = job.decoders.clone();
+    let mut player = match checkout {
+        Checkout::Ready(player) => player,
+        Checkout::MakeNew => match decoders.make() {
+            Ok(player) => player,
+            Err(error) => {
+                decoders.forget();
+                tracing::error!("cannot make a decoder: {error:#}");
+                let _ = job.reply.send(Err(DecodeError::Failed(error.context("cannot make a decoder"))));
+                return;
+            }
+        },
+    };
+    let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let before = (player.pictures_decoded(), player.pictures_skipped(), player.seeks());
+        let by_client = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
+        let yields = || !job.urgency.is_urgent() && shared.lock().urgent_blocked(&decoders);
+        let result = player.picture(&decoders.index, job.position, &job.span, &|| by_client() || yields());
+        decoders.report(Work {
+            decoded: player.pictures_decoded() - before.0,
+            skipped: player.pictures_skipped() - before.1,
+            seeked: player.seeks() > before.2,
+        });
+        if matches!(result, Err(DecodeError::Cancelled)) && !by_client() {
+            metrics::counter!(PREFETCH_YIELDS).increment(1);
+        }
+        result
+    }));
+    match decoded {
+        Ok(result) => {
+            decoders.check_in(player);
+            let _ = job.reply.send(result);
+        }
+        Err(_) => {
+            // The player's state is unknown: it is not reused.
+            drop(player);
+            decoders.forget();
+            metrics::counter!(DECODER_PANICS).increment(1);
+            tracing::error!(position = job.position, "the decoder panicked; it is replaced");
+            let failure = anyhow::anyhow!("the decoder failed on this frame and was restarted");
+            let _ = job.reply.send(Err(DecodeError::Failed(failure)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use media::source::FileSource;
+    use media::{Player, Threading, VideoIndex};
+    use std::time::Duration;
+
+    /// The decoders of a file held in memory, and a span of all of it.
+    fn open(path: &std::path::Path, limit: usize) -> (Arc<Decoders>, Arc<VideoIndex>, Span) {
+        let index = Arc::new(media::probe::index(&FileSource::open(path).unwrap(), &Default::default()).unwrap());
+        let span = Span::new(0, std::fs::read(path).unwrap().into());
+        let make = {
+            let index = index.clone();
+            move || Player::new(&index, Threading::Single, 24 << 20)
+        };
+        let first = make().unwrap();
+        (Arc::new(Decoders::new(index.clone(), first, limit, make, |_| {})), index, span)
+    }
+
+    /// Decode positions of the last sample of each GOP, last GOP first: every
+    /// one of them needs a decode from its IRAP.
+    fn gop_ends_backwards(index: &VideoIndex) -> Vec<u32> {
+        let samples = &index.samples;
+        let mut ends: Vec<u32> = (1..samples.len()).filter(|&i| samples[i].keyframe).map(|i| i as u32 - 1).collect();
+        ends.push(samples.len() as u32 - 1);
+        ends.reverse();
+        ends
+    }
+
+    fn video_with_long_decodes() -> std::path::PathBuf {
+        let shared = testkit::fixtures::shared().unwrap();
+        match shared.into_iter().find(|fixture| fixture.name == "bbb1080-frag.mp4") {
+            Some(fixture) => fixture.path,
+            None => testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap().path,
+        }
+    }
+
+    /// Runs jobs and returns the order they finished in, by label.
+    async fn finishing_order(
+        jobs: Vec<(&'static str, impl std::future::Future<Output = Result<Picture, DecodeError>> + Send + 'static)>,
+    ) -> Vec<(&'static str, bool)> {
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        let mut answers = Vec::new();
+        for (label, job) in jobs {
+            let done = done.clone();
+            answers.push(tokio::spawn(async move { done.send((label, job.await.is_ok())) }));
+        }
+        for answer in answers {
+            answer.await.unwrap().unwrap();
+        }
+        let mut order = Vec::new();
+        while let Ok(entry) = finished.try_recv() {
+            order.push(entry);
+        }
+        order
+    }
+
+    #[tokio::test]
+    async fn requested_work_goes_before_work_ahead() {
+        let pool = DecodePool::start(1).unwrap();
+        let (decoders, index, span) = open(&video_with_long_decodes(), 1);
+        let mut jobs: Vec<_> = gop_ends_backwards(&index)
+            .into_iter()
+            .map(|position| ("ahead", pool.picture(&decoders, position, span.clone(), None, Urgency::ahead())))
+            .collect();
+        jobs.push(("requested", pool.picture(&decoders, 0, span.clone(), None, Urgency::requested())));
+        let order = finishing_order(jobs).await;
+        let requested_at = order.iter().position(|(kind, _)| *kind == "requested").unwrap();
+        assert!(order[requested_at].1, "the requested frame decodes");
+        // Only the job already on the decoder when the request came may finish first.
+        assert!(requested_at <= 1, "requested frame finished after {requested_at} of {} prefetches", order.len() - 1);
+    }
+
+    #[tokio::test]
+    async fn raised_work_overtakes_older_work_ahead() {
+        let pool = DecodePool::start(1).unwrap();
+        let (decoders, index, span) = open(&video_with_long_decodes(), 1);
+        let ahead = gop_ends_backwards(&index);
+        let joined = Urgency::ahead();
+        let mut jobs = Vec::new();
+        for (n, &position) in ahead.iter().enumerate() {
+            let last = n + 1 == ahead.len();
+            let urgency = if last { joined.clone() } else { Urgency::ahead() };
+            jobs.push((
+                if last { "raised" } else { "ahead" },
+                pool.picture(&decoders, position, span.clone(), None, urgency),
+            ));
+        }
+        joined.raise(); // a request joined the newest prefetch
+        let order = finishing_order(jobs).await;
+        let raised_at = order.iter().position(|(kind, _)| *kind == "raised").unwrap();
+        assert!(order[raised_at].1);
+        assert!(raised_at <= 1, "raised work finished after {raised_at} older prefetches");
+    }
+
+    #[tokio::test]
+    async fn running_work_ahead_stops_for_a_request_that_waits_for_its_decoder() {
+        let Some(video) = testkit::fixtures::shared().unwrap().into_iter().find(|f| f.name == "bbb1080-frag.mp4")
+        else {
+            eprintln!("note: needs ../shared/media (a 1080p GOP decode is long enough to interrupt)");
+            return;
+        };
+        let pool = DecodePool::start(2).unwrap();
+        let (decoders, index, span) = open(&video.path, 1);
+        let gop_end = gop_ends_backwards(&index)[1];
+        let prefetch = pool.picture(&decoders, gop_end, span.clone(), None, Urgency::ahead());
+        // Wait until a thread has taken it (a 1080p GOP decode then takes
+        // well over 100 ms, so the request arrives while it runs).
+        while !pool.shared.lock().jobs.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let requested = pool.picture(&decoders, 0, span.clone(), None, Urgency::requested());
+        assert!(matches!(prefetch.await, Err(DecodeError::Cancelled)), "the prefetch yields the decoder");
+        let picture = requested.await.expect("the request is served");
+        assert_eq!(picture.pts(), Some(index.sample(0).pts));
+        // The interrupted frame can still be decoded afterwards.
+        let again = pool.picture(&decoders, gop_end, span, None, Urgency::ahead()).await.expect("decodes later");
+        assert_eq!(again.pts(), Some(index.sample(gop_end).pts));
+    }
+
+    #[tokio::test]
+    async fn a_busy_video_gets_a_decoder_per_gop_and_each_job_the_positioned_one() {
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let pool = DecodePool::start(2).unwrap();
+        let (_, index, span) = open(&video.path, 2);
+        let seeks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let make = {
+            let index = index.clone();
+            move || Player::new(&index, Threading::Single, 24 << 20)
+        };
+        let counted = {
+            let seeks = seeks.clone();
+            Arc::new(Decoders::new(index.clone(), make().unwrap(), 2, make, move |work: Work| {
+                if work.seeked {
+                    seeks.fetch_add(1, Ordering::Relaxed);
+                }
+            }))
+        };
+        let irap = |n: usize| index.samples.iter().enumerate().filter(|(_, s)| s.keyframe).nth(n).unwrap().0 as u32;
+        // Two long jobs at once (the ends of two GOPs): two decoders, side by side.
+        let (end_a, end_b) = (irap(1) - 1, irap(2) - 1);
+        let (a, b) = tokio::join!(
+            pool.picture(&counted, end_a, span.clone(), None, Urgency::requested()),
+            pool.picture(&counted, end_b, span.clone(), None, Urgency::requested())
+        );
+        assert_eq!(
+            (a.unwrap().pts(), b.unwrap().pts()),
+            (Some(index.sample(end_a).pts), Some(index.sample(end_b).pts))
+        );
+        assert_eq!(counted.count(), 2, "one decoder per GOP in use");
+        assert_eq!(seeks.load(Ordering::Relaxed), 2);
+        // The frames after each go to the decoder already there: no more seeks.
+        for position in [end_a + 1, end_b + 1, end_a + 2, end_b + 2, end_a + 3, end_b + 3] {
+            pool.picture(&counted, position, span.clone(), None, Urgency::requested()).await.unwrap();
+        }
+        assert_eq!(seeks.load(Ordering::Relaxed), 2, "each job went to the decoder positioned before it");
+        // Idle decoders go, and come back when needed.
+        assert_eq!(counted.release_idle(Duration::ZERO), 2);
+        assert_eq!(counted.count(), 0);
+        pool.picture(&counted, end_a, span, None, Urgency::requested()).await.unwrap();
+        assert_eq!(counted.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_decoding_answers_the_job_and_the_video_keeps_serving() {
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let pool = DecodePool::start(1).unwrap();
+        let (decoders, index, span) = open(&video.path, 1);
+        // A position past the index panics inside the player (an index out of
+        // bounds): the stand-in for any bug a crafted file might reach.
+        let crashed = pool.picture(&decoders, u32::MAX, span.clone(), None, Urgency::requested()).await;
+        match crashed {
+            Err(DecodeError::Failed(error)) => assert!(error.to_string().contains("restarted"), "{error}"),
+            other => panic!("a panic must answer the job with an error, got {:?}", other.map(|p| p.pts())),
+        }
+        assert!(decoders.is_usable());
+        let picture =
+            pool.picture(&decoders, 5, span, None, Urgency::requested()).await.expect("the next job is served");
+        assert_eq!(picture.pts(), Some(index.sample(5).pts));
+    }
+}

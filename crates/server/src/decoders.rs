@@ -1,0 +1,150 @@
+//! One video's decoders: up to a per-video limit of positioned players, so
+//! viewers of a busy video decode side by side instead of queueing behind
+//! one decoder. A job is given the player already positioned before its
+//! frame (same run of the stream, or the picture kept), else the least
+//! recently used one, else a new one while under the limit. Players share
+//! nothing mutable; each belongs to one job at a time. Idle players are
+//! dropped after a short time (`release_idle`), so an open video nobody
+//! watches holds no decoder memory; the next job makes a new one.
+//!
+//! A player that panicked is dropped, never reused. If a new player cannot
+//! be made, the video reports itself broken and is reopened.
+
+use media::{Player, VideoIndex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What one job cost the decoder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Work {
+    /// Pictures decoded.
+    pub decoded: u64,
+    /// Pictures a seek did not feed (referenced by nothing).
+    pub skipped: u64,
+    /// Whether the job restarted decoding at a decode start (a seek).
+    pub seeked: bool,
+}
+
+type MakePlayer = dyn Fn() -> anyhow::Result<Player> + Send + Sync;
+type OnWork = dyn Fn(Work) + Send + Sync;
+
+pub struct Decoders {
+    pub index: Arc<VideoIndex>,
+    make: Box<MakePlayer>,
+    on_work: Box<OnWork>,
+    limit: usize,
+    state: Mutex<State>,
+    broken: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Idle>,
+    /// Players out with a job (or being made for one).
+    busy: usize,
+}
+
+struct Idle {
+    player: Player,
+    last_used: Instant,
+}
+
+/// A player for one job: an idle one, or a slot to make a new one in.
+pub enum Checkout {
+    Ready(Player),
+    MakeNew,
+}
+
+impl Decoders {
+    /// `first` is the player made while opening the video (it proves the
+    /// stream decodes); `make` makes more; `on_work` hears what jobs cost.
+    pub fn new(
+        index: Arc<VideoIndex>,
+        first: Player,
+        limit: usize,
+        make: impl Fn() -> anyhow::Result<Player> + Send + Sync + 'static,
+        on_work: impl Fn(Work) + Send + Sync + 'static,
+    ) -> Self {
+        let state = State { idle: vec![Idle { player: first, last_used: Instant::now() }], busy: 0 };
+        Self {
+            index,
+            make: Box::new(make),
+            on_work: Box::new(on_work),
+            limit: limit.max(1),
+            state: Mutex::new(state),
+            broken: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether a job of this video could start now.
+    pub fn can_take(&self) -> bool {
+        let state = self.lock();
+        !state.idle.is_empty() || state.busy < self.limit
+    }
+
+    /// Takes the best player for decode position `target` (see the module
+    /// header), or a slot to make one; `None` when all are out.
+    pub fn check_out(&self, target: u32) -> Option<Checkout> {
+        let mut state = self.lock();
+        let positioned = state.idle.iter().position(|idle| idle.player.continues_to(&self.index, target));
+        let chosen = positioned
+            .or_else(|| state.idle.iter().enumerate().min_by_key(|(_, idle)| idle.last_used).map(|(at, _)| at));
+        match chosen {
+            Some(at) => {
+                state.busy += 1;
+                Some(Checkout::Ready(state.idle.swap_remove(at).player))
+            }
+            None if state.busy < self.limit => {
+                state.busy += 1;
+                Some(Checkout::MakeNew)
+            }
+            None => None,
+        }
+    }
+
+    /// A new player for a `MakeNew` slot; a failure marks the video broken.
+    pub fn make(&self) -> anyhow::Result<Player> {
+        (self.make)().inspect_err(|_| self.broken.store(true, Ordering::Relaxed))
+    }
+
+    /// Gives a player back after its job.
+    pub fn check_in(&self, player: Player) {
+        let mut state = self.lock();
+        state.busy = state.busy.saturating_sub(1);
+        state.idle.push(Idle { player, last_used: Instant::now() });
+    }
+
+    /// Frees the slot of a player that is gone (it panicked, or could not be made).
+    pub fn forget(&self) {
+        let mut state = self.lock();
+        state.busy = state.busy.saturating_sub(1);
+    }
+
+    pub fn report(&self, work: Work) {
+        (self.on_work)(work);
+    }
+
+    /// Drops players idle for `age` or longer; how many.
+    pub fn release_idle(&self, age: Duration) -> usize {
+        let mut state = self.lock();
+        let before = state.idle.len();
+        state.idle.retain(|idle| idle.last_used.elapsed() < age);
+        before - state.idle.len()
+    }
+
+    /// Players in existence (idle or out with a job).
+    pub fn count(&self) -> usize {
+        let state = self.lock();
+        state.idle.len() + state.busy
+    }
+
+    /// False once a player could not be made (the video is reopened).
+    pub fn is_usable(&self) -> bool {
+        !self.broken.load(Ordering::Relaxed)
+    }
+}
