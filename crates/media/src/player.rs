@@ -11,7 +11,9 @@
 //! A caller may cancel between samples; the decoder then stays where it
 //! stopped, still positioned for a later frame of the same stream.
 //!
-//! A seek feeds only what the target needs: a picture before the target
+//! A seek for a frame asked for on its own (`picture`; not one of a batch or
+//! of playback, whose next requests want the pictures in between, nor a run
+//! continued) feeds only what the target needs: a picture before the target
 //! (in decode and presentation order) that is a sub-layer non-reference
 //! picture (`TRAIL_N`, `RASL_N`, …) of the stream's highest temporal
 //! sub-layer is referenced by no picture at all (H.265: only pictures of
@@ -164,15 +166,40 @@ impl Player {
         start..end
     }
 
-    /// Decodes sample `target` (decode-order position). `span` must cover
-    /// `required_bytes(index, target)`; bytes beyond it let the decoder run
-    /// ahead instead of draining, which keeps it positioned for the next frame.
-    /// `cancelled` is asked before each sample is fed.
+    /// Decodes sample `target` (decode-order position), a frame asked for on
+    /// its own: a seek leaves out pictures nothing references. `span` must
+    /// cover `required_bytes(index, target)`; bytes beyond it let the decoder
+    /// run ahead instead of draining, which keeps it positioned for the next
+    /// frame. `cancelled` is asked before each sample is fed.
     pub fn picture(
         &mut self,
         index: &VideoIndex,
         target: u32,
         span: &Span,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Video, DecodeError> {
+        self.decode(index, target, span, true, cancelled)
+    }
+
+    /// Like `picture`, for a frame among others wanted around it (playback,
+    /// a batch): a seek feeds every picture, since the next requests are
+    /// likely to want the ones in between.
+    pub fn picture_among_neighbours(
+        &mut self,
+        index: &VideoIndex,
+        target: u32,
+        span: &Span,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Video, DecodeError> {
+        self.decode(index, target, span, false, cancelled)
+    }
+
+    fn decode(
+        &mut self,
+        index: &VideoIndex,
+        target: u32,
+        span: &Span,
+        may_skip: bool,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Video, DecodeError> {
         let sample = *index.sample(target);
@@ -183,11 +210,11 @@ impl Player {
         let resumable = self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start)
             && !self.skipped.contains(&sample.pts);
         if resumable {
-            if let Some(frame) = self.run(index, target, span, false, cancelled)? {
+            if let Some(frame) = self.run(index, target, span, false, false, cancelled)? {
                 return Ok(frame);
             }
         }
-        self.run(index, target, span, true, cancelled)?.ok_or(DecodeError::NotDecodable)
+        self.run(index, target, span, true, may_skip, cancelled)?.ok_or(DecodeError::NotDecodable)
     }
 
     fn run(
@@ -196,6 +223,7 @@ impl Player {
         target: u32,
         span: &Span,
         restart: bool,
+        may_skip: bool,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Option<Video>, DecodeError> {
         let target_pts = index.sample(target).pts;
@@ -206,7 +234,7 @@ impl Player {
             let start = index.sample(target).decode_from.min(target);
             self.position = Some(Position { started_at: start, next: start, drained: false });
         }
-        let result = self.feed_until(index, target_pts, target, span, cancelled);
+        let result = self.feed_until(index, target_pts, target, span, restart && may_skip, cancelled);
         if matches!(result, Err(DecodeError::Failed(_))) {
             self.position = None; // state unknown after an error: restart next time
         }
@@ -219,6 +247,7 @@ impl Player {
         target_pts: i64,
         target: u32,
         span: &Span,
+        seeking: bool,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Option<Video>, DecodeError> {
         let mut position = self.position.expect("run sets the position");
@@ -235,7 +264,8 @@ impl Player {
             let bytes = next.and_then(|sample| span.slice(sample.offset..sample.end()));
             match (next, bytes) {
                 (Some(sample), Some(bytes))
-                    if self.skip_unreferenced
+                    if seeking
+                        && self.skip_unreferenced
                         && !position.drained
                         && position.next < target
                         && sample.pts < target_pts
@@ -280,6 +310,11 @@ impl Player {
         let start = sample.decode_from.min(target);
         self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start)
             && !self.skipped.contains(&sample.pts)
+    }
+
+    /// Where the current run of decoding started (decode order), if any.
+    pub fn run_start(&self) -> Option<u32> {
+        self.position.filter(|p| !p.drained).map(|p| p.started_at)
     }
 
     /// Pictures the decoder has produced since this player was created.

@@ -416,14 +416,19 @@ impl Channel {
         let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
         let span = self.span_covering(needed, wanted_end).await?;
         let decode_timer = Timer::new(DECODE_SECONDS);
-        let picture = self.shared.pool.picture(&self.decoders, position, span, cancel, urgency.clone()).await.map_err(
-            |error| match error {
+        // A frame with no read ahead is asked for on its own (random access).
+        let alone = read_ahead_to.is_none();
+        let picture = self
+            .shared
+            .pool
+            .picture(&self.decoders, (position, alone), span, cancel, urgency.clone())
+            .await
+            .map_err(|error| match error {
                 DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
                 // Either a newer latest-mode request replaced it, or (a prefetch) a request needed the decoder.
                 DecodeError::Cancelled => FrameFailure::new("superseded", "a newer request in latest mode replaced it"),
                 DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
-            },
-        )?;
+            })?;
         drop(decode_timer);
         // Encodes wait their turn (in order) so they never crowd the decoders off the cores.
         let _slot = self.shared.encode_slots.acquire(urgency).await;

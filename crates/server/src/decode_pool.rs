@@ -26,6 +26,8 @@ use tokio::sync::oneshot;
 struct Job {
     decoders: Arc<Decoders>,
     position: u32,
+    /// Asked for on its own (a seek may leave out unreferenced pictures).
+    alone: bool,
     span: Span,
     cancel: Option<Arc<AtomicBool>>,
     urgency: Urgency,
@@ -44,7 +46,7 @@ impl Queue {
     /// The job to run next (see the module header), with its decoder.
     fn take(&mut self) -> Option<(Job, Checkout)> {
         self.jobs.retain(|job| !job.reply.is_closed());
-        let runnable = |job: &Job| job.decoders.can_take();
+        let runnable = |job: &Job| job.decoders.can_take(job.position);
         let at = self
             .jobs
             .iter()
@@ -98,14 +100,15 @@ impl DecodePool {
     }
 
     /// Decodes the sample at `position` of the video of `decoders` from
-    /// `span`. The job is queued by this call, before the returned future is
-    /// first polled. Setting `cancel` stops the decode at the next sample
+    /// `span`; `alone` when no frames around it are wanted too (see
+    /// `Player::picture`). The job is queued by this call, before the
+    /// returned future is first polled. Setting `cancel` stops the decode at the next sample
     /// boundary (`Cancelled`); so does urgent work that has to wait for it
     /// while this is not urgent.
     pub fn picture(
         &self,
         decoders: &Arc<Decoders>,
-        position: u32,
+        (position, alone): (u32, bool),
         span: Span,
         cancel: Option<Arc<AtomicBool>>,
         urgency: Urgency,
@@ -114,7 +117,7 @@ impl DecodePool {
         let mut queue = self.shared.lock();
         // A stopped pool takes no work: dropping the job answers it at once.
         if !queue.stopped {
-            queue.jobs.push_back(Job { decoders: decoders.clone(), position, span, cancel, urgency, reply });
+            queue.jobs.push_back(Job { decoders: decoders.clone(), position, alone, span, cancel, urgency, reply });
         }
         drop(queue);
         self.shared.changed.notify_all();
@@ -159,7 +162,7 @@ fn run(shared: &Shared, job: Job, checkout: Checkout) {
         Checkout::MakeNew => match decoders.make() {
             Ok(player) => player,
             Err(error) => {
-                decoders.forget();
+                decoders.forget(job.position);
                 tracing::error!("cannot make a decoder: {error:#}");
                 let _ = job.reply.send(Err(DecodeError::Failed(error.context("cannot make a decoder"))));
                 return;
@@ -170,12 +173,19 @@ fn run(shared: &Shared, job: Job, checkout: Checkout) {
         let before = (player.pictures_decoded(), player.pictures_skipped(), player.seeks());
         let by_client = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
         let yields = || !job.urgency.is_urgent() && shared.lock().urgent_blocked(&decoders);
-        let result = player.picture(&decoders.index, job.position, &job.span, &|| by_client() || yields());
-        decoders.report(Work {
+        let cancelled = || by_client() || yields();
+        let result = if job.alone {
+            player.picture(&decoders.index, job.position, &job.span, &cancelled)
+        } else {
+            player.picture_among_neighbours(&decoders.index, job.position, &job.span, &cancelled)
+        };
+        let work = Work {
             decoded: player.pictures_decoded() - before.0,
             skipped: player.pictures_skipped() - before.1,
             seeked: player.seeks() > before.2,
-        });
+        };
+        tracing::debug!(position = job.position, decoded = work.decoded, seeked = work.seeked, "decoded");
+        decoders.report(work);
         if matches!(result, Err(DecodeError::Cancelled)) && !by_client() {
             metrics::counter!(PREFETCH_YIELDS).increment(1);
         }
@@ -183,13 +193,13 @@ fn run(shared: &Shared, job: Job, checkout: Checkout) {
     }));
     match decoded {
         Ok(result) => {
-            decoders.check_in(player);
+            decoders.check_in(job.position, player);
             let _ = job.reply.send(result);
         }
         Err(_) => {
             // The player's state is unknown: it is not reused.
             drop(player);
-            decoders.forget();
+            decoders.forget(job.position);
             metrics::counter!(DECODER_PANICS).increment(1);
             tracing::error!(position = job.position, "the decoder panicked; it is replaced");
             let failure = anyhow::anyhow!("the decoder failed on this frame and was restarted");
@@ -261,9 +271,9 @@ mod tests {
         let (decoders, index, span) = open(&video_with_long_decodes(), 1);
         let mut jobs: Vec<_> = gop_ends_backwards(&index)
             .into_iter()
-            .map(|position| ("ahead", pool.picture(&decoders, position, span.clone(), None, Urgency::ahead())))
+            .map(|position| ("ahead", pool.picture(&decoders, (position, true), span.clone(), None, Urgency::ahead())))
             .collect();
-        jobs.push(("requested", pool.picture(&decoders, 0, span.clone(), None, Urgency::requested())));
+        jobs.push(("requested", pool.picture(&decoders, (0, true), span.clone(), None, Urgency::requested())));
         let order = finishing_order(jobs).await;
         let requested_at = order.iter().position(|(kind, _)| *kind == "requested").unwrap();
         assert!(order[requested_at].1, "the requested frame decodes");
@@ -283,7 +293,7 @@ mod tests {
             let urgency = if last { joined.clone() } else { Urgency::ahead() };
             jobs.push((
                 if last { "raised" } else { "ahead" },
-                pool.picture(&decoders, position, span.clone(), None, urgency),
+                pool.picture(&decoders, (position, true), span.clone(), None, urgency),
             ));
         }
         joined.raise(); // a request joined the newest prefetch
@@ -303,18 +313,19 @@ mod tests {
         let pool = DecodePool::start(2).unwrap();
         let (decoders, index, span) = open(&video.path, 1);
         let gop_end = gop_ends_backwards(&index)[1];
-        let prefetch = pool.picture(&decoders, gop_end, span.clone(), None, Urgency::ahead());
+        let prefetch = pool.picture(&decoders, (gop_end, true), span.clone(), None, Urgency::ahead());
         // Wait until a thread has taken it (a 1080p GOP decode then takes
         // well over 100 ms, so the request arrives while it runs).
         while !pool.shared.lock().jobs.is_empty() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let requested = pool.picture(&decoders, 0, span.clone(), None, Urgency::requested());
+        let requested = pool.picture(&decoders, (0, true), span.clone(), None, Urgency::requested());
         assert!(matches!(prefetch.await, Err(DecodeError::Cancelled)), "the prefetch yields the decoder");
         let picture = requested.await.expect("the request is served");
         assert_eq!(picture.pts(), Some(index.sample(0).pts));
         // The interrupted frame can still be decoded afterwards.
-        let again = pool.picture(&decoders, gop_end, span, None, Urgency::ahead()).await.expect("decodes later");
+        let again =
+            pool.picture(&decoders, (gop_end, true), span, None, Urgency::ahead()).await.expect("decodes later");
         assert_eq!(again.pts(), Some(index.sample(gop_end).pts));
     }
 
@@ -337,11 +348,11 @@ mod tests {
             }))
         };
         let irap = |n: usize| index.samples.iter().enumerate().filter(|(_, s)| s.keyframe).nth(n).unwrap().0 as u32;
-        // Two long jobs at once (the ends of two GOPs): two decoders, side by side.
-        let (end_a, end_b) = (irap(1) - 1, irap(2) - 1);
+        // Two long jobs at once (the ends of two GOPs apart): two decoders, side by side.
+        let (end_a, end_b) = (irap(1) - 1, irap(3) - 1);
         let (a, b) = tokio::join!(
-            pool.picture(&counted, end_a, span.clone(), None, Urgency::requested()),
-            pool.picture(&counted, end_b, span.clone(), None, Urgency::requested())
+            pool.picture(&counted, (end_a, true), span.clone(), None, Urgency::requested()),
+            pool.picture(&counted, (end_b, true), span.clone(), None, Urgency::requested())
         );
         assert_eq!(
             (a.unwrap().pts(), b.unwrap().pts()),
@@ -351,13 +362,13 @@ mod tests {
         assert_eq!(seeks.load(Ordering::Relaxed), 2);
         // The frames after each go to the decoder already there: no more seeks.
         for position in [end_a + 1, end_b + 1, end_a + 2, end_b + 2, end_a + 3, end_b + 3] {
-            pool.picture(&counted, position, span.clone(), None, Urgency::requested()).await.unwrap();
+            pool.picture(&counted, (position, true), span.clone(), None, Urgency::requested()).await.unwrap();
         }
         assert_eq!(seeks.load(Ordering::Relaxed), 2, "each job went to the decoder positioned before it");
         // Idle decoders go, and come back when needed.
         assert_eq!(counted.release_idle(Duration::ZERO), 2);
         assert_eq!(counted.count(), 0);
-        pool.picture(&counted, end_a, span, None, Urgency::requested()).await.unwrap();
+        pool.picture(&counted, (end_a, true), span, None, Urgency::requested()).await.unwrap();
         assert_eq!(counted.count(), 1);
     }
 
@@ -368,14 +379,14 @@ mod tests {
         let (decoders, index, span) = open(&video.path, 1);
         // A position past the index panics inside the player (an index out of
         // bounds): the stand-in for any bug a crafted file might reach.
-        let crashed = pool.picture(&decoders, u32::MAX, span.clone(), None, Urgency::requested()).await;
+        let crashed = pool.picture(&decoders, (u32::MAX, true), span.clone(), None, Urgency::requested()).await;
         match crashed {
             Err(DecodeError::Failed(error)) => assert!(error.to_string().contains("restarted"), "{error}"),
             other => panic!("a panic must answer the job with an error, got {:?}", other.map(|p| p.pts())),
         }
         assert!(decoders.is_usable());
         let picture =
-            pool.picture(&decoders, 5, span, None, Urgency::requested()).await.expect("the next job is served");
+            pool.picture(&decoders, (5, true), span, None, Urgency::requested()).await.expect("the next job is served");
         assert_eq!(picture.pts(), Some(index.sample(5).pts));
     }
 }

@@ -2,7 +2,10 @@
 //! viewers of a busy video decode side by side instead of queueing behind
 //! one decoder. A job is given the player already positioned before its
 //! frame (same run of the stream, or the picture kept), else the least
-//! recently used one, else a new one while under the limit. Players share
+//! recently used one, else a new one while under the limit. A job in the
+//! group of pictures a busy decoder is working in, at most a little ahead
+//! of its frame, waits for that decoder instead (a second decoder would
+//! decode the same pictures again). Players share
 //! nothing mutable; each belongs to one job at a time. Idle players are
 //! dropped after a short time (`release_idle`), so an open video nobody
 //! watches holds no decoder memory; the next job makes a new one.
@@ -38,11 +41,19 @@ pub struct Decoders {
     broken: AtomicBool,
 }
 
+/// Decode positions within which a job waits for a busy decoder working
+/// towards a frame before it, rather than seeking with another decoder: the
+/// busy one, continuing, reaches it (also across a GOP boundary, where a
+/// second decoder would decode the new GOP's start again), while frames
+/// further apart are decoded side by side.
+const NEAR_SAMPLES: u32 = 32;
 #[derive(Default)]
 struct State {
     idle: Vec<Idle>,
     /// Players out with a job (or being made for one).
     busy: usize,
+    /// What each busy player is decoding: (its run's decode start, its target).
+    working: Vec<(u32, u32)>,
 }
 
 struct Idle {
@@ -66,7 +77,7 @@ impl Decoders {
         make: impl Fn() -> anyhow::Result<Player> + Send + Sync + 'static,
         on_work: impl Fn(Work) + Send + Sync + 'static,
     ) -> Self {
-        let state = State { idle: vec![Idle { player: first, last_used: Instant::now() }], busy: 0 };
+        let state = State { idle: vec![Idle { player: first, last_used: Instant::now() }], ..State::default() };
         Self {
             index,
             make: Box::new(make),
@@ -81,10 +92,20 @@ impl Decoders {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether a job of this video could start now.
-    pub fn can_take(&self) -> bool {
+    /// Whether a job for decode position `target` could start now.
+    pub fn can_take(&self, target: u32) -> bool {
         let state = self.lock();
-        !state.idle.is_empty() || state.busy < self.limit
+        let free = !state.idle.is_empty() || state.busy < self.limit;
+        free && !self.near_busy(&state, target)
+    }
+
+    /// Whether a busy player's run, which started at or before `target`'s
+    /// decode start, is working towards a frame shortly before `target` or
+    /// past it: when it is back it is positioned for `target`, or holds its picture.
+    fn near_busy(&self, state: &State, target: u32) -> bool {
+        let Some(sample) = self.index.samples.get(target as usize) else { return false };
+        let start = sample.decode_from.min(target);
+        state.working.iter().any(|&(run_start, working_on)| run_start <= start && target <= working_on + NEAR_SAMPLES)
     }
 
     /// Takes the best player for decode position `target` (see the module
@@ -94,17 +115,19 @@ impl Decoders {
         let positioned = state.idle.iter().position(|idle| idle.player.continues_to(&self.index, target));
         let chosen = positioned
             .or_else(|| state.idle.iter().enumerate().min_by_key(|(_, idle)| idle.last_used).map(|(at, _)| at));
-        match chosen {
+        let seek_start = self.index.samples.get(target as usize).map_or(target, |s| s.decode_from.min(target));
+        let (checkout, run_start) = match chosen {
             Some(at) => {
-                state.busy += 1;
-                Some(Checkout::Ready(state.idle.swap_remove(at).player))
+                let player = state.idle.swap_remove(at).player;
+                let continued = player.continues_to(&self.index, target).then(|| player.run_start()).flatten();
+                (Checkout::Ready(player), continued.unwrap_or(seek_start))
             }
-            None if state.busy < self.limit => {
-                state.busy += 1;
-                Some(Checkout::MakeNew)
-            }
-            None => None,
-        }
+            None if state.busy < self.limit => (Checkout::MakeNew, seek_start),
+            None => return None,
+        };
+        state.busy += 1;
+        state.working.push((run_start, target));
+        Some(checkout)
     }
 
     /// A new player for a `MakeNew` slot; a failure marks the video broken.
@@ -112,17 +135,24 @@ impl Decoders {
         (self.make)().inspect_err(|_| self.broken.store(true, Ordering::Relaxed))
     }
 
-    /// Gives a player back after its job.
-    pub fn check_in(&self, player: Player) {
+    /// Gives a player back after its job for `target`.
+    pub fn check_in(&self, target: u32, player: Player) {
         let mut state = self.lock();
-        state.busy = state.busy.saturating_sub(1);
+        Self::done(&mut state, target);
         state.idle.push(Idle { player, last_used: Instant::now() });
     }
 
-    /// Frees the slot of a player that is gone (it panicked, or could not be made).
-    pub fn forget(&self) {
-        let mut state = self.lock();
+    /// Frees the slot of the player of the job for `target`, which is gone
+    /// (it panicked, or could not be made).
+    pub fn forget(&self, target: u32) {
+        Self::done(&mut self.lock(), target);
+    }
+
+    fn done(state: &mut State, target: u32) {
         state.busy = state.busy.saturating_sub(1);
+        if let Some(at) = state.working.iter().position(|&(_, working_on)| working_on == target) {
+            state.working.swap_remove(at);
+        }
     }
 
     pub fn report(&self, work: Work) {
