@@ -20,6 +20,11 @@ const SPEEDS = [0.25, 0.5, 1, 1.5, 2, 4];
 /// background, so play (or the next step) starts without a decode from the
 /// keyframe: a lone frame leaves the server's decoder drained.
 const WARM_UP_MS = 250;
+/// While the timeline is dragged, a frame this many frames or more past its
+/// keyframe shows the keyframe instead (one decode, often cached) until the
+/// pointer rests for SCRUB_REST_MS, when the exact frame is asked for.
+const SCRUB_KEYFRAME_AFTER = 30;
+const SCRUB_REST_MS = 150;
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -161,11 +166,38 @@ class App {
     // One request per animation frame at most while dragging.
     this.pendingScrub = frame;
     this.timeline.setPosition(frame);
-    if (!dragging) {
+    clearTimeout(this.restTimer);
+    if (dragging) {
+      // The pointer rests: the exact frame, even while the button is down.
+      this.restTimer = setTimeout(() => {
+        if (this.timeline.dragging && this.position === frame) this.show(frame);
+      }, SCRUB_REST_MS);
+    } else {
       this.pendingScrub = null;
       this.show(frame);
       this.updateUrl(true);
     }
+  }
+
+  /// Dragging over long groups of pictures: each clip shows the keyframe of
+  /// the frame under the pointer (what a seek there would start from) when
+  /// the exact frame is far from it; the exact frame comes when the pointer
+  /// rests or lets go.
+  showWhileDragging(n) {
+    const far = this.clips.some((clip, i) => clip.keyframeOf(this.frameOf(i, n)).distance >= SCRUB_KEYFRAME_AFTER);
+    if (!far) {
+      this.show(n);
+      return;
+    }
+    this.position = n;
+    this.renderPosition();
+    const seq = ++this.seq;
+    this.sentAt.set(seq, performance.now());
+    this.clips.forEach((clip, i) => {
+      const { key } = clip.keyframeOf(this.frameOf(i, n));
+      const request = clip.request(key, { c: i, n: key, s: seq });
+      clip.send({ type: 'RequestFrames', mode: 'latest', id: seq, frames: [request] });
+    });
   }
 
   // ---- playing ----
@@ -235,7 +267,7 @@ class App {
     if (this.pendingScrub !== null) {
       const frame = this.pendingScrub;
       this.pendingScrub = null;
-      if (frame !== this.position) this.show(frame);
+      if (frame !== this.position) this.showWhileDragging(frame);
     }
     if (!this.playing || now < this.nextDue) return;
     const next = this.following(this.position);

@@ -76,6 +76,21 @@ export class Clip {
     return low;
   }
 
+  /// The keyframe that starts the group of pictures `frame` is in, and how
+  /// many decode steps from it `frame` costs (its decode position minus the
+  /// keyframe's: what a seek to it decodes, at most).
+  keyframeOf(frame) {
+    let low = 0;
+    let high = this.keyframes.length - 1;
+    while (low < high) {
+      const middle = (low + high + 1) >> 1;
+      if (this.keyframes[middle] <= frame) low = middle;
+      else high = middle - 1;
+    }
+    const key = this.keyframes[low] ?? 0;
+    return { key, distance: frame - key };
+  }
+
   previousKeyframe(frame) {
     const before = this.keyframes.filter((k) => k < frame);
     return before.length ? before[before.length - 1] : 0;

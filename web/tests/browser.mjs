@@ -14,7 +14,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { capture as captureCanvas, check, launch, lines, report, shown as drawn } from './driver.mjs';
 
-const [base, video, second, out, authBase, token] = process.argv.slice(2);
+const [base, video, second, out, authBase, token, longGop] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
 
 const browser = await launch();
@@ -23,7 +23,7 @@ const problems = [];
 page.on('pageerror', (error) => problems.push(error.message));
 
 const shown = (n, what) => drawn(page, n, what);
-const capture = (name, frame, clip = 0) => captureCanvas(page, out, name, frame, clip);
+const capture = (name, frame, clip = 0, which = undefined) => captureCanvas(page, out, name, frame, clip, which);
 
 function urlFrame() {
   return Number(new URL(page.url()).searchParams.get('frame'));
@@ -79,6 +79,28 @@ const scrubbed = Math.round(0.8 * last);
 await shown(scrubbed, 'dragging the timeline to 80 %');
 await capture('scrub', scrubbed);
 check(urlFrame() === scrubbed, `after scrubbing the URL says frame ${urlFrame()}, not ${scrubbed}`);
+
+// Dragging over one 10 s group of pictures: the keyframe is shown at once
+// while the pointer moves; when it rests (button still down) the exact frame.
+await page.goto(`${base}/?video=${longGop}&frame=0`);
+await shown(0, 'opening the long-GOP video');
+const longBar = await page.locator('#timeline').boundingBox();
+const longY = longBar.y + longBar.height / 2;
+await page.mouse.move(longBar.x + longBar.width * 0.05, longY);
+await page.mouse.down();
+const whileMoving = [];
+for (let step = 1; step <= 30; step += 1) {
+  await page.mouse.move(longBar.x + longBar.width * (0.05 + (0.6 * step) / 30), longY);
+  await page.waitForTimeout(16);
+  if (step > 10) whileMoving.push(await page.evaluate(() => window.bucketStreamer.clips[0].shownFrame));
+}
+const keyframeShare = whileMoving.filter((frame) => frame === 0).length / whileMoving.length;
+check(keyframeShare >= 0.5, `while dragging far from its keyframe the page showed ${whileMoving.join(',')}`);
+const resting = await page.evaluate(() => window.bucketStreamer.position);
+await shown(resting, 'the pointer resting on the timeline (button down)');
+await page.mouse.up();
+await shown(resting, 'letting go');
+await capture('long-gop-rest', resting, 0, 'long');
 
 // Play from the start for about a second, then pause.
 await page.keyboard.press('Home');

@@ -41,8 +41,9 @@ export async function shown(page, n, what) {
     });
 }
 
-/// Saves clip `clip`'s canvas as raw RGBA under `out` and reports it.
-export async function capture(page, out, name, frame, clip = 0) {
+/// Saves clip `clip`'s canvas as raw RGBA under `out` and reports it
+/// (`video` names the video for the test when it is not the usual one).
+export async function capture(page, out, name, frame, clip = 0, video = undefined) {
   mkdirSync(out, { recursive: true });
   const pixels = await page.evaluate((i) => {
     const canvas = document.querySelectorAll('#clips canvas')[i];
@@ -55,5 +56,5 @@ export async function capture(page, out, name, frame, clip = 0) {
   }, clip);
   const file = join(out, `${name}.rgba`);
   writeFileSync(file, Buffer.from(pixels.base64, 'base64'));
-  report({ capture: name, clip, frame, width: pixels.width, height: pixels.height, file });
+  report({ capture: name, clip, frame, width: pixels.width, height: pixels.height, file, video });
 }

@@ -68,7 +68,16 @@ fn clients_that_never_read_do_not_slow_anyone_else() {
     stock(&root, &[uhd.clone(), hd.clone()]);
     let server = start_local(
         &root,
-        &["--client-timeout-secs", "6", "--ping-interval-secs", "1", "--session-buffer-bytes", "4000000"],
+        &[
+            "--client-timeout-secs",
+            "6",
+            "--ping-interval-secs",
+            "1",
+            "--session-buffer-bytes",
+            "4000000",
+            "--log-level",
+            "info,server=debug",
+        ],
     );
     let (uhd_key, hd_key) = ("videos/bbb4k-frag.mp4", "videos/bbb720-frag.mp4");
     let ends = gop_ends(&server, hd_key);

@@ -1,6 +1,7 @@
 //! The web client in a real browser: Debian's headless Chromium driven by
 //! Playwright (`web/tests/browser.mjs`) against the real server. The script
-//! opens, steps, scrubs, plays, shows a grid, survives a server restart and
+//! opens, steps, scrubs (keyframes while dragging over a long GOP, the exact
+//! frame at rest), plays, shows a grid, survives a server restart and
 //! shows errors, and uses a token on a server that needs one; this test
 //! restarts the server when asked and compares every canvas the script
 //! saved with FFmpeg's decode of that frame.
@@ -26,7 +27,8 @@ fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {
         return;
     };
     let root = scratch_dir("web-client");
-    stock(&root, &[first.clone(), second.clone()]);
+    let long_gop = testkit::fixtures::generated_named("long_gop.mp4").unwrap();
+    stock(&root, &[first.clone(), second.clone(), long_gop.clone()]);
     let server_args = ["--local-path", root.to_str().unwrap()];
     let server = testkit::processes::start_server(&binary(), &server_args, &[]).unwrap();
     let (port, base_url) = (server.port, server.base_url());
@@ -39,9 +41,10 @@ fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {
     let _ = std::fs::remove_dir_all(&out);
 
     let guarded_url = guarded.base_url();
-    let videos = ["videos/bbb720-frag.mp4", "videos/bbb1080-frag.mp4"];
+    let videos = ["videos/bbb720-frag.mp4", "videos/bbb1080-frag.mp4", "videos/long_gop.mp4"];
+    let out_dir = out.to_str().unwrap();
     let mut script =
-        browser_script("browser.mjs", &[&base_url, videos[0], videos[1], out.to_str().unwrap(), &guarded_url, &token]);
+        browser_script("browser.mjs", &[&base_url, videos[0], videos[1], out_dir, &guarded_url, &token, videos[2]]);
     let mut to_script = script.stdin.take().unwrap();
     let mut captures = Vec::new();
     let mut done = false;
@@ -76,9 +79,16 @@ fn the_web_client_shows_steps_scrubs_and_plays_the_right_frames() {
     let (second_factor, second_reference) = reference_of(&second, 1920);
     assert!(captures.len() >= 8, "captures: {captures:?}");
     assert!(captures.iter().any(|c| c["capture"] == "with-token"), "the page with a token drew its frame");
+    let (long_factor, long_reference) = reference_of(&long_gop, 640);
+    assert!(captures.iter().any(|c| c["video"] == "long"), "the long-GOP video was drawn exactly at rest");
     for capture in &captures {
-        let (factor, reference) =
-            if capture["clip"] == 1 { (second_factor, &second_reference) } else { (first_factor, &first_reference) };
+        let (factor, reference) = if capture["video"] == "long" {
+            (long_factor, &long_reference)
+        } else if capture["clip"] == 1 {
+            (second_factor, &second_reference)
+        } else {
+            (first_factor, &first_reference)
+        };
         check_capture(capture, reference, factor).unwrap_or_else(|reason| panic!("{reason}"));
     }
 }

@@ -7,14 +7,19 @@
 //! first such job of any kind; jobs nobody waits for any more are dropped.
 //! Work ahead of need being decoded stops at the next sample (its decoder
 //! stays positioned) when an urgent job waits that no idle thread can take,
-//! or that waits for a decoder of the same video.
+//! or that waits for a decoder of the same video. Requested work shares the
+//! threads by time slices: a job that has decoded for `SLICE` while another
+//! video's request waits for a thread goes back in the queue after the
+//! current sample (its decoder stays positioned and takes it up again), so
+//! a long seek in a 4K video delays another video's frame by about one
+//! sample's decode, not by the whole seek.
 //!
 //! A panic while decoding (a bug meeting a file nobody foresaw) is caught on
 //! the thread: that job is answered with an error, its player is dropped
 //! and the next job of the video gets a new one. No job is left waiting.
 
 use crate::decoders::{Checkout, Decoders, Work};
-use crate::metrics::{DECODER_PANICS, PREFETCH_YIELDS};
+use crate::metrics::{DECODER_PANICS, DECODE_SLICES, PREFETCH_YIELDS};
 use crate::urgency::Urgency;
 use media::{DecodeError, Picture, Span};
 use std::collections::VecDeque;
@@ -33,6 +38,9 @@ struct Job {
     urgency: Urgency,
     reply: oneshot::Sender<Result<Picture, DecodeError>>,
 }
+
+/// How long a requested job decodes before it lets another video's waiting request have its thread.
+const SLICE: std::time::Duration = std::time::Duration::from_millis(40);
 
 #[derive(Default)]
 struct Queue {
@@ -60,6 +68,18 @@ impl Queue {
                 None
             }
         }
+    }
+
+    /// Whether a request of another video than `decoders` waits for a
+    /// thread (none idle) and could run.
+    fn other_video_waiting(&self, decoders: &Arc<Decoders>) -> bool {
+        self.idle_threads == 0
+            && self.jobs.iter().any(|job| {
+                job.urgency.is_urgent()
+                    && !job.reply.is_closed()
+                    && !Arc::ptr_eq(&job.decoders, decoders)
+                    && job.decoders.can_take(job.position)
+            })
     }
 
     /// Whether work ahead of need on `decoders` should give way.
@@ -169,10 +189,19 @@ fn run(shared: &Shared, job: Job, checkout: Checkout) {
             }
         },
     };
+    let started = std::time::Instant::now();
+    let sliced = std::cell::Cell::new(false);
     let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let before = (player.pictures_decoded(), player.pictures_skipped(), player.seeks());
         let by_client = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
-        let yields = || !job.urgency.is_urgent() && shared.lock().urgent_blocked(&decoders);
+        let yields = || {
+            if !job.urgency.is_urgent() {
+                return shared.lock().urgent_blocked(&decoders);
+            }
+            let turn_over = started.elapsed() >= SLICE && shared.lock().other_video_waiting(&decoders);
+            sliced.set(turn_over);
+            turn_over
+        };
         let cancelled = || by_client() || yields();
         let result = if job.alone {
             player.picture(&decoders.index, job.position, &job.span, &cancelled)
@@ -186,12 +215,18 @@ fn run(shared: &Shared, job: Job, checkout: Checkout) {
         };
         tracing::debug!(position = job.position, decoded = work.decoded, seeked = work.seeked, "decoded");
         decoders.report(work);
-        if matches!(result, Err(DecodeError::Cancelled)) && !by_client() {
+        if matches!(result, Err(DecodeError::Cancelled)) && !by_client() && !sliced.get() {
             metrics::counter!(PREFETCH_YIELDS).increment(1);
         }
         result
     }));
     match decoded {
+        Ok(Err(DecodeError::Cancelled)) if sliced.get() => {
+            // Its time slice is over: back in the queue, behind the waiting request.
+            decoders.check_in(job.position, player);
+            metrics::counter!(DECODE_SLICES).increment(1);
+            shared.lock().jobs.push_back(job);
+        }
         Ok(result) => {
             decoders.check_in(job.position, player);
             let _ = job.reply.send(result);
@@ -370,6 +405,26 @@ mod tests {
         assert_eq!(counted.count(), 0);
         pool.picture(&counted, (end_a, true), span, None, Urgency::requested()).await.unwrap();
         assert_eq!(counted.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_long_request_gives_its_thread_to_another_video_s_request() {
+        let long = testkit::fixtures::generated_named("long_gop.mp4").unwrap();
+        let short = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let pool = DecodePool::start(1).unwrap();
+        let (long_decoders, long_index, long_span) = open(&long.path, 1);
+        let (short_decoders, _, short_span) = open(&short.path, 1);
+        // The end of one 250-picture GOP: far longer than a time slice.
+        let far = long_index.samples.len() as u32 - 1;
+        let seek = pool.picture(&long_decoders, (far, true), long_span, None, Urgency::requested());
+        while !pool.shared.lock().jobs.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let other = pool.picture(&short_decoders, (3, true), short_span, None, Urgency::requested());
+        let order = finishing_order(vec![("long", seek), ("other", other)]).await;
+        assert_eq!(order, vec![("other", true), ("long", true)], "the other video's frame went first");
+        // The long seek was resumed on its positioned decoder, not restarted.
+        assert_eq!(long_decoders.count(), 1);
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ pub const CHANNELS: &str = "bucket_streamer_channels";
 pub const READY: &str = "bucket_streamer_ready";
 pub const CONNECTIONS: &str = "bucket_streamer_http_connections";
 pub const CONNECTIONS_REFUSED: &str = "bucket_streamer_http_connections_refused_total";
+pub const DECODE_SLICES: &str = "bucket_streamer_decode_slices_total";
 pub const PICTURES_SKIPPED: &str = "bucket_streamer_pictures_skipped_total";
 pub const SEEK_PICTURES: &str = "bucket_streamer_seek_pictures";
 pub const INSTANCE: &str = "bucket_streamer_instance_info";
@@ -61,6 +62,10 @@ fn describe() {
     metrics::describe_counter!(DECODER_PANICS, "Decoder panics caught (the job failed, the decoder was rebuilt)");
     metrics::describe_counter!(FRAME_ERRORS, "Frame requests answered with an error, by reason");
     metrics::describe_counter!(FRAMES_DECODED, "Pictures produced by the decoders");
+    metrics::describe_counter!(
+        DECODE_SLICES,
+        "Requested decodes that gave their thread to another video's waiting request for a while"
+    );
     metrics::describe_counter!(PICTURES_SKIPPED, "Pictures seeks did not decode because nothing references them");
     metrics::describe_histogram!(SEEK_PICTURES, "Pictures decoded by a request that started from a keyframe (a seek)");
     metrics::describe_counter!(CACHE_HITS, "Frames served from the encoded-frame cache");
@@ -94,6 +99,7 @@ fn describe() {
         CACHE_JOINS,
         PREFETCH_YIELDS,
         PICTURES_SKIPPED,
+        DECODE_SLICES,
         DECODER_PANICS,
         SESSIONS_CLOSED,
         CONNECTIONS_REFUSED,

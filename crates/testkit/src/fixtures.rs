@@ -116,6 +116,14 @@ const RECIPES: &[Recipe] = &[
         &["-c:v", "libx265", "-x265-params", "keyint=48:min-keyint=48:temporal-layers=1:log-level=error"],
         false,
     ),
+    // One 10 s group of pictures: dragging the web client's timeline over it
+    // shows the keyframe until the pointer rests.
+    Recipe {
+        name: "long_gop.mp4",
+        args: &["-t", "10", "-c:v", "libx265", "-x265-params", "keyint=250:min-keyint=250:log-level=error"],
+        with_audio: false,
+        cut_from: None,
+    },
     // A deep B-pyramid: references several levels down between P-frames.
     pattern(
         "b_pyramid.mp4",
