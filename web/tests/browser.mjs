@@ -101,6 +101,8 @@ await shown(resting, 'the pointer resting on the timeline (button down)');
 await page.mouse.up();
 await shown(resting, 'letting go');
 await capture('long-gop-rest', resting, 0, 'long');
+await page.goto(`${base}/?video=${video}&frame=${scrubbed}`);
+await shown(scrubbed, 'back to the first video');
 
 // Play from the start for about a second, then pause.
 await page.keyboard.press('Home');

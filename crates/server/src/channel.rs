@@ -14,6 +14,7 @@
 use crate::decode_pool::DecodePool;
 use crate::decoders::Decoders;
 use crate::encode_slots::EncodeSlots;
+pub use crate::failure::{Failure, FrameFailure};
 use crate::frame_cache::{FrameCache, FrameKey};
 use crate::metrics::{
     Timer, DECODE_SECONDS, ENCODE_SECONDS, FETCH_SECONDS, FRAMES_DECODED, PICTURES_SKIPPED, SEEK_PICTURES,
@@ -28,20 +29,6 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-
-/// Why a requested frame was not served: a short code for programs and a
-/// sentence for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameFailure {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl FrameFailure {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
-    }
-}
 
 /// Why a video could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -61,15 +48,20 @@ pub enum OpenError {
 }
 
 impl OpenError {
+    /// What kind of failure this is (its wire code and HTTP status).
+    pub fn failure(&self) -> Failure {
+        match self {
+            OpenError::Storage(storage) => storage.failure(),
+            OpenError::NotVideo { .. } => Failure::NotAVideo,
+            OpenError::Corrupt { .. } => Failure::Corrupt,
+            OpenError::TooLarge { .. } => Failure::TooLarge,
+            OpenError::Refused(_) => Failure::Busy,
+        }
+    }
+
     /// Short machine-readable reason for protocol answers.
     pub fn code(&self) -> &'static str {
-        match self {
-            OpenError::Storage(storage) => storage.code(),
-            OpenError::NotVideo { .. } => "not_a_video",
-            OpenError::Corrupt { .. } => "corrupt",
-            OpenError::TooLarge { .. } => "too_large",
-            OpenError::Refused(_) => "busy",
-        }
+        self.failure().code()
     }
 
     /// Classifies an indexing failure by the typed error at its root.
@@ -276,7 +268,7 @@ impl Channel {
         let Some(position) = index.position_at(offset) else {
             if index.is_truncated_at(offset) {
                 return Err(FrameFailure::new(
-                    "truncated",
+                    Failure::Truncated,
                     format!(
                         "the recording {} is cut short: the frame at offset {offset} is not complete",
                         self.path.text
@@ -286,7 +278,7 @@ impl Channel {
             let last_end = index.samples.iter().map(|s| s.end()).max().unwrap_or(0);
             if offset >= last_end {
                 return Err(FrameFailure::new(
-                    "offset_out_of_range",
+                    Failure::OffsetOutOfRange,
                     format!(
                         "offset {offset} is past the last frame of {} (frames end at byte {last_end})",
                         self.path.text
@@ -294,32 +286,32 @@ impl Channel {
                 ));
             }
             return Err(FrameFailure::new(
-                "not_a_frame",
+                Failure::NotAFrame,
                 format!("offset {offset} is not the start of a frame in {}", self.path.text),
             ));
         };
         if !index.sample(position).shown {
             return Err(FrameFailure::new(
-                "not_a_frame",
+                Failure::NotAFrame,
                 format!("offset {offset} is a sample the edit list of {} hides, not a frame", self.path.text),
             ));
         }
         if let Some(irap_offset) = irap_offset {
             let Some(irap) = index.position_at(irap_offset) else {
                 return Err(FrameFailure::new(
-                    "invalid_irap",
+                    Failure::InvalidIrap,
                     format!("irap_offset {irap_offset} is not the start of a frame"),
                 ));
             };
             if !index.sample(irap).keyframe {
                 return Err(FrameFailure::new(
-                    "invalid_irap",
+                    Failure::InvalidIrap,
                     format!("irap_offset {irap_offset} is a frame but not an IRAP (keyframe)"),
                 ));
             }
             if irap > position {
                 return Err(FrameFailure::new(
-                    "invalid_irap",
+                    Failure::InvalidIrap,
                     format!("irap_offset {irap_offset} lies after the frame at offset {offset}"),
                 ));
             }
@@ -418,17 +410,17 @@ impl Channel {
         let decode_timer = Timer::new(DECODE_SECONDS);
         // A frame with no read ahead is asked for on its own (random access).
         let alone = read_ahead_to.is_none();
-        let picture = self
-            .shared
-            .pool
-            .picture(&self.decoders, (position, alone), span, cancel, urgency.clone())
-            .await
-            .map_err(|error| match error {
-                DecodeError::NotDecodable => FrameFailure::new("not_decodable", error.to_string()),
-                // Either a newer latest-mode request replaced it, or (a prefetch) a request needed the decoder.
-                DecodeError::Cancelled => FrameFailure::new("superseded", "a newer request in latest mode replaced it"),
-                DecodeError::Failed(cause) => FrameFailure::new("decode_failed", format!("{cause:#}")),
-            })?;
+        let picture =
+            self.shared.pool.picture(&self.decoders, (position, alone), span, cancel, urgency.clone()).await.map_err(
+                |error| match error {
+                    DecodeError::NotDecodable => FrameFailure::new(Failure::NotDecodable, error.to_string()),
+                    // Either a newer latest-mode request replaced it, or (a prefetch) a request needed the decoder.
+                    DecodeError::Cancelled => {
+                        FrameFailure::new(Failure::Superseded, "a newer request in latest mode replaced it")
+                    }
+                    DecodeError::Failed(cause) => FrameFailure::new(Failure::DecodeFailed, format!("{cause:#}")),
+                },
+            )?;
         drop(decode_timer);
         // Encodes wait their turn (in order) so they never crowd the decoders off the cores.
         let _slot = self.shared.encode_slots.acquire(urgency).await;
@@ -437,9 +429,9 @@ impl Channel {
             media::encode_jpeg(&picture, quality)
         })
         .await
-        .map_err(|e| FrameFailure::new("encode_failed", format!("encoder thread failed: {e}")))?
+        .map_err(|e| FrameFailure::new(Failure::EncodeFailed, format!("encoder thread failed: {e}")))?
         .map(Bytes::from)
-        .map_err(|e| FrameFailure::new("encode_failed", format!("{e:#}")))
+        .map_err(|e| FrameFailure::new(Failure::EncodeFailed, format!("{e:#}")))
     }
 
     /// Where the read for `position` should end: the end of its own bytes,
@@ -459,7 +451,7 @@ impl Channel {
     async fn span_covering(&self, needed: Range<u64>, wanted_end: u64) -> Result<Span, FrameFailure> {
         if needed.end - needed.start > MAX_SPAN_BYTES {
             return Err(FrameFailure::new(
-                "too_large",
+                Failure::TooLarge,
                 format!(
                     "decoding this frame needs {} bytes from its keyframe on, more than the {MAX_SPAN_BYTES} allowed",
                     needed.end - needed.start
@@ -485,6 +477,9 @@ impl Channel {
 
     async fn read(&self, range: Range<u64>) -> Result<Bytes, FrameFailure> {
         let _timer = Timer::new(FETCH_SECONDS);
-        self.storage.read_range(&self.path, range).await.map_err(|e| FrameFailure::new("storage_error", e.to_string()))
+        self.storage
+            .read_range(&self.path, range)
+            .await
+            .map_err(|e| FrameFailure::new(Failure::StorageError, e.to_string()))
     }
 }

@@ -13,6 +13,7 @@ pub mod decode_pool;
 pub mod decoders;
 pub mod drain;
 pub mod encode_slots;
+pub mod failure;
 pub mod frame_cache;
 pub mod index_document;
 pub mod listener;

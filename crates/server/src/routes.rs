@@ -7,7 +7,6 @@
 use crate::auth::{AuthError, Grant};
 use crate::channel::{FrameFailure, OpenError};
 use crate::session::{self, SessionSlot};
-use crate::storage::StorageError;
 use crate::AppState;
 use axum::extract::{OriginalUri, Path, Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -77,29 +76,14 @@ fn check_path(grant: &Grant, path: &str) -> Result<(), ApiError> {
 
 impl From<OpenError> for ApiError {
     fn from(error: OpenError) -> Self {
-        let status = match &error {
-            OpenError::Storage(StorageError::InvalidPath { .. }) => StatusCode::BAD_REQUEST,
-            OpenError::Storage(StorageError::NotFound(_)) => StatusCode::NOT_FOUND,
-            OpenError::Storage(StorageError::Failed { .. }) => StatusCode::BAD_GATEWAY,
-            OpenError::NotVideo { .. } | OpenError::Corrupt { .. } | OpenError::TooLarge { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            OpenError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError(status, error.code(), error.to_string())
+        let failure = error.failure();
+        ApiError(failure.http_status(), failure.code(), error.to_string())
     }
 }
 
 impl From<FrameFailure> for ApiError {
     fn from(failure: FrameFailure) -> Self {
-        let status = match failure.code {
-            "not_a_frame" | "offset_out_of_range" | "truncated" => StatusCode::NOT_FOUND,
-            "too_large" | "not_decodable" => StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_irap" | "invalid_request" => StatusCode::BAD_REQUEST,
-            "storage_error" => StatusCode::BAD_GATEWAY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError(status, failure.code, failure.message)
+        ApiError(failure.failure.http_status(), failure.code(), failure.message)
     }
 }
 

@@ -100,6 +100,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::Failure;
     use serde_json::Value;
 
     fn request(labels: &[i64]) -> Vec<Job> {
@@ -113,7 +114,7 @@ mod tests {
                     irap_offset: None,
                     video: None,
                 },
-                target: Err(FrameFailure::new("no_video", "test")),
+                target: Err(FrameFailure::new(Failure::NoVideo, "test")),
                 read_ahead_to: None,
                 mode: Mode::Fifo,
                 cancel: Default::default(),

@@ -23,7 +23,7 @@
 //! the frames it was asked for and closes with 1012.
 
 use crate::auth::Grant;
-use crate::channel::{Channel, FrameFailure};
+use crate::channel::{Channel, Failure, FrameFailure};
 use crate::metrics::{FRAMES_SERVED, FRAME_ERRORS, SESSIONS, SESSIONS_CLOSED};
 use crate::protocol::{parse, ChunkRejection, ChunkSpec, Command, FrameRequest, Reply, VideoSummary};
 use crate::scheduler::{Job, Mode, Queue};
@@ -208,7 +208,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, gra
             }
             Ok(Command::Cancel) => {
                 let cancelled = shared.queue().take_all();
-                answer_all(cancelled, "cancelled", "cancelled by the client", &out).await
+                answer_all(cancelled, Failure::Cancelled, "cancelled by the client", &out).await
             }
             Ok(Command::RegisterChunks { chunks: specs }) => {
                 send(&out, register_chunks(specs, video.as_ref(), &mut chunks)).await
@@ -509,7 +509,7 @@ async fn request_frames(
         Ok(mode) => mode,
         Err(reason) => {
             let failures =
-                frames.into_iter().map(|frame| (frame, FrameFailure::new("invalid_request", reason.clone())));
+                frames.into_iter().map(|frame| (frame, FrameFailure::new(Failure::InvalidRequest, reason.clone())));
             return answer_each(failures, out).await;
         }
     };
@@ -535,9 +535,9 @@ async fn request_frames(
     let queue_limit = format!("the session already has {} frames queued", limits.max_queued_frames);
     let refusals = over_request
         .into_iter()
-        .map(|frame| (frame, FrameFailure::new("too_many_frames", request_limit.clone())))
-        .chain(over_queue.into_iter().map(|frame| (frame, FrameFailure::new("queue_full", queue_limit.clone()))));
-    answer_all(superseded, "superseded", "a newer request in latest mode replaced it", out).await
+        .map(|frame| (frame, FrameFailure::new(Failure::TooManyFrames, request_limit.clone())))
+        .chain(over_queue.into_iter().map(|frame| (frame, FrameFailure::new(Failure::QueueFull, queue_limit.clone()))));
+    answer_all(superseded, Failure::Superseded, "a newer request in latest mode replaced it", out).await
         && answer_each(refusals, out).await
 }
 
@@ -553,14 +553,14 @@ async fn channels_for(
     let mut channels = Vec::with_capacity(frames.len());
     for frame in frames {
         let channel = match frame.video.as_deref() {
-            None => {
-                current.cloned().ok_or_else(|| FrameFailure::new("no_video", "no video is set: send SetVideo first"))
-            }
-            Some(path) if !grant.allows(path) => Err(FrameFailure::new("forbidden", grant.refusal(path))),
+            None => current
+                .cloned()
+                .ok_or_else(|| FrameFailure::new(Failure::NoVideo, "no video is set: send SetVideo first")),
+            Some(path) if !grant.allows(path) => Err(FrameFailure::new(Failure::Forbidden, grant.refusal(path))),
             Some(path) => {
                 if !named.contains_key(path) {
                     let opened = state.channels.open(path).await;
-                    named.insert(path, opened.map_err(|error| FrameFailure::new(error.code(), error.to_string())));
+                    named.insert(path, opened.map_err(|error| FrameFailure::new(error.failure(), error.to_string())));
                 }
                 named[path].clone()
             }
@@ -579,7 +579,7 @@ fn jobs_for(frames: Vec<FrameRequest>, channels: Vec<Result<Arc<Channel>, FrameF
         .zip(channels)
         .map(|(frame, channel)| {
             let channel = channel?;
-            let offset = frame.offset.clone().map_err(|reason| FrameFailure::new("invalid_request", reason))?;
+            let offset = frame.offset.clone().map_err(|reason| FrameFailure::new(Failure::InvalidRequest, reason))?;
             let position = channel.resolve(offset, frame.irap_offset)?;
             Ok((channel, position))
         })
@@ -659,7 +659,7 @@ impl std::future::Future for Production {
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         let answer = std::task::ready!(std::pin::Pin::new(&mut self.task).poll(cx)).unwrap_or_else(|error| {
             tracing::error!("a frame task failed: {error}");
-            Err(FrameFailure::new("internal", "the server failed while producing this frame"))
+            Err(FrameFailure::new(Failure::Internal, "the server failed while producing this frame"))
         });
         std::task::Poll::Ready((self.frame.take().expect("polled once after completion"), answer))
     }
@@ -706,8 +706,8 @@ async fn deliver(
     }
 }
 
-async fn answer_all(jobs: Vec<Job>, code: &'static str, reason: &str, out: &mpsc::Sender<Outgoing>) -> bool {
-    answer_each(jobs.into_iter().map(|job| (job.frame, FrameFailure::new(code, reason))), out).await
+async fn answer_all(jobs: Vec<Job>, failure: Failure, reason: &str, out: &mpsc::Sender<Outgoing>) -> bool {
+    answer_each(jobs.into_iter().map(|job| (job.frame, FrameFailure::new(failure, reason))), out).await
 }
 
 async fn answer_each(
@@ -723,11 +723,11 @@ async fn answer_each(
 }
 
 fn frame_error(frame: &FrameRequest, failure: FrameFailure) -> Reply {
-    metrics::counter!(FRAME_ERRORS, "reason" => failure.code).increment(1);
+    metrics::counter!(FRAME_ERRORS, "reason" => failure.code()).increment(1);
     Reply::FrameError {
         index: frame.label.clone(),
         offset: frame.echoed_offset(),
-        error: failure.code,
+        error: failure.code(),
         message: failure.message,
         request_id: frame.request_id.clone(),
         video: frame.video.clone(),

@@ -85,12 +85,17 @@ pub fn request_id() -> String {
 
 impl StorageError {
     /// Short machine-readable reason for protocol answers.
-    pub fn code(&self) -> &'static str {
+    pub fn failure(&self) -> crate::failure::Failure {
+        use crate::failure::Failure;
         match self {
-            StorageError::InvalidPath { .. } => "invalid_path",
-            StorageError::NotFound(_) => "not_found",
-            StorageError::Failed { .. } => "storage_error",
+            StorageError::InvalidPath { .. } => Failure::InvalidPath,
+            StorageError::NotFound(_) => Failure::NotFound,
+            StorageError::Failed { .. } => Failure::StorageError,
         }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.failure().code()
     }
 }
 
