@@ -93,18 +93,16 @@ fn clients_that_never_read_do_not_slow_anyone_else() {
     let stuck: Vec<_> = (0..STUCK_CLIENTS).map(|_| stuck_client(&server, uhd_key, &uhd_offsets)).collect();
     // The stuck sessions' first frames are real work (nobody can know yet that
     // they will never read); wait until that is done and they hold only
-    // their own outgoing budget: no more pictures decoded for a second.
+    // their own outgoing budget: no decode job and no encode in progress,
+    // twice in a row.
     let mut peak_rss = server.rss_bytes();
     let settle_deadline = Instant::now() + Duration::from_secs(60);
-    let mut decoded = metric(&server, "bucket_streamer_frames_decoded_total");
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
+    let busy = || metric(&server, "bucket_streamer_decode_jobs") + metric(&server, "bucket_streamer_encodes");
+    let mut quiet = 0;
+    while quiet < 2 && Instant::now() < settle_deadline {
+        std::thread::sleep(Duration::from_millis(500));
         peak_rss = peak_rss.max(server.rss_bytes());
-        let now = metric(&server, "bucket_streamer_frames_decoded_total");
-        if now == decoded || Instant::now() > settle_deadline {
-            break;
-        }
-        decoded = now;
+        quiet = if busy() == 0.0 { quiet + 1 } else { 0 };
     }
     assert_eq!(metric(&server, "bucket_streamer_sessions"), (STUCK_CLIENTS + 1) as f64, "the stuck sessions are open");
 

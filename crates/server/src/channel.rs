@@ -423,6 +423,7 @@ impl Channel {
             )?;
         drop(decode_timer);
         // Encodes wait their turn (in order) so they never crowd the decoders off the cores.
+        let _encoding = crate::metrics::InProgress::new(crate::metrics::ENCODES);
         let _slot = self.shared.encode_slots.acquire(urgency).await;
         tokio::task::spawn_blocking(move || {
             let _timer = Timer::new(ENCODE_SECONDS);

@@ -19,7 +19,7 @@
 //! and the next job of the video gets a new one. No job is left waiting.
 
 use crate::decoders::{Checkout, Decoders, Work};
-use crate::metrics::{DECODER_PANICS, DECODE_SLICES, PREFETCH_YIELDS};
+use crate::metrics::{InProgress, DECODER_PANICS, DECODE_JOBS, DECODE_SLICES, PREFETCH_YIELDS};
 use crate::urgency::Urgency;
 use media::{DecodeError, Picture, Span};
 use std::collections::VecDeque;
@@ -37,6 +37,8 @@ struct Job {
     cancel: Option<Arc<AtomicBool>>,
     urgency: Urgency,
     reply: oneshot::Sender<Result<Picture, DecodeError>>,
+    /// Counted in `bucket_streamer_decode_jobs` until the job is done or dropped.
+    _counted: InProgress,
 }
 
 /// How long a requested job decodes before it lets another video's waiting request have its thread.
@@ -137,7 +139,17 @@ impl DecodePool {
         let mut queue = self.shared.lock();
         // A stopped pool takes no work: dropping the job answers it at once.
         if !queue.stopped {
-            queue.jobs.push_back(Job { decoders: decoders.clone(), position, alone, span, cancel, urgency, reply });
+            let _counted = InProgress::new(DECODE_JOBS);
+            queue.jobs.push_back(Job {
+                decoders: decoders.clone(),
+                position,
+                alone,
+                span,
+                cancel,
+                urgency,
+                reply,
+                _counted,
+            });
         }
         drop(queue);
         self.shared.changed.notify_all();

@@ -21,6 +21,8 @@ pub const CHANNELS: &str = "bucket_streamer_channels";
 pub const READY: &str = "bucket_streamer_ready";
 pub const CONNECTIONS: &str = "bucket_streamer_http_connections";
 pub const CONNECTIONS_REFUSED: &str = "bucket_streamer_http_connections_refused_total";
+pub const DECODE_JOBS: &str = "bucket_streamer_decode_jobs";
+pub const ENCODES: &str = "bucket_streamer_encodes";
 pub const DECODE_SLICES: &str = "bucket_streamer_decode_slices_total";
 pub const PICTURES_SKIPPED: &str = "bucket_streamer_pictures_skipped_total";
 pub const SEEK_PICTURES: &str = "bucket_streamer_seek_pictures";
@@ -62,6 +64,8 @@ fn describe() {
     metrics::describe_counter!(DECODER_PANICS, "Decoder panics caught (the job failed, the decoder was rebuilt)");
     metrics::describe_counter!(FRAME_ERRORS, "Frame requests answered with an error, by reason");
     metrics::describe_counter!(FRAMES_DECODED, "Pictures produced by the decoders");
+    metrics::describe_gauge!(DECODE_JOBS, "Decode jobs waiting for or on a decode thread");
+    metrics::describe_gauge!(ENCODES, "JPEG encodes waiting for or holding an encode slot");
     metrics::describe_counter!(
         DECODE_SLICES,
         "Requested decodes that gave their thread to another video's waiting request for a while"
@@ -106,11 +110,27 @@ fn describe() {
     ] {
         metrics::counter!(counter).absolute(0);
     }
-    for gauge in [SESSIONS, CHANNELS, READY, CONNECTIONS] {
+    for gauge in [SESSIONS, CHANNELS, READY, CONNECTIONS, DECODE_JOBS, ENCODES] {
         metrics::gauge!(gauge).set(0.0);
     }
     for histogram in [FETCH_SECONDS, DECODE_SECONDS, ENCODE_SECONDS, SEEK_PICTURES] {
         let _ = metrics::histogram!(histogram);
+    }
+}
+
+/// Counts one in a gauge for as long as it lives.
+pub struct InProgress(&'static str);
+
+impl InProgress {
+    pub fn new(gauge: &'static str) -> Self {
+        metrics::gauge!(gauge).increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        metrics::gauge!(self.0).decrement(1.0);
     }
 }
 
