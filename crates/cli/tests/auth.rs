@@ -63,8 +63,9 @@ fn every_way_in_needs_a_valid_credential() {
     // Health probes stay open; the API does not.
     assert_eq!(http_get(port, "/healthz").unwrap().status, 200);
     let index = format!("/api/v1/videos/{VIDEO}/index");
+    let routed_index = format!("/api/v1/index?video={VIDEO}");
     let frame = format!("/api/v1/frame?video={VIDEO}&frame=5");
-    for target in ["/api/v1/videos", index.as_str(), frame.as_str()] {
+    for target in ["/api/v1/videos", index.as_str(), routed_index.as_str(), frame.as_str()] {
         let refused = http_get(port, target).unwrap();
         assert_eq!(refused.status, 401, "{target}: {}", refused.text());
         assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
@@ -136,6 +137,16 @@ fn every_way_in_needs_a_valid_credential() {
     match limited.receive_answer().unwrap() {
         Answer::Error(error) => assert_eq!(error["error"], "forbidden", "{error}"),
         Answer::Frame { header, .. } => panic!("a frame outside the token's prefix was served: {header}"),
+    }
+    // The video in the URL is checked like SetVideo: refused inside the session.
+    let mut routed = Client::connect(&format!("{}?access_token={cams_only}&video={VIDEO}", server.ws_url())).unwrap();
+    let set = routed.receive_json().unwrap();
+    assert_eq!((set["type"].as_str(), set["ok"].as_bool()), (Some("VideoSet"), Some(false)), "{set}");
+    assert!(set["error"].as_str().unwrap().starts_with("forbidden"), "{set}");
+    routed.send_json(&json!({"type": "RequestFrames", "frames": [{"offset": frames[0].offset, "index": 0}]})).unwrap();
+    match routed.receive_answer().unwrap() {
+        Answer::Error(error) => assert_eq!(error["error"], "no_video", "{error}"),
+        Answer::Frame { header, .. } => panic!("a refused video served a frame: {header}"),
     }
 }
 

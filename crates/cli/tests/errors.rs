@@ -120,6 +120,12 @@ fn videos_that_cannot_be_opened_say_why() {
         ("", "empty"),
     ];
     for (path, expected) in cases {
+        // The same refusal for the video named in the URL (`/ws?video=`), as the session's first message.
+        let mut routed = Client::connect(&format!("{}?video={path}", setup.server.ws_url())).unwrap();
+        let reply = routed.receive_json().unwrap();
+        assert_eq!((reply["type"].as_str(), reply["ok"].as_bool()), (Some("VideoSet"), Some(false)), "{path}: {reply}");
+        assert!(reply["error"].as_str().unwrap().contains(expected), "{path} in the URL: {reply}");
+        still_serves(&mut routed, &setup);
         let reply = client.set_video(path).unwrap();
         assert_eq!(reply["type"], "VideoSet", "{reply}");
         assert_eq!(reply["ok"], false, "{path}: {reply}");
