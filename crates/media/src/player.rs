@@ -206,10 +206,7 @@ impl Player {
         if let Some(frame) = self.take_kept(sample.pts) {
             return Ok(frame);
         }
-        let start = sample.decode_from.min(target);
-        let resumable = self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start)
-            && !self.skipped.contains(&sample.pts);
-        if resumable {
+        if self.resumable(&sample, target) {
             if let Some(frame) = self.run(index, target, span, false, false, cancelled)? {
                 return Ok(frame);
             }
@@ -304,9 +301,13 @@ impl Player {
     /// this player's run is positioned before it in the same stream.
     pub fn continues_to(&self, index: &VideoIndex, target: u32) -> bool {
         let Some(sample) = index.samples.get(target as usize) else { return false };
-        if self.kept.iter().any(|(pts, _)| *pts == sample.pts) {
-            return true;
-        }
+        self.kept.iter().any(|(pts, _)| *pts == sample.pts) || self.resumable(sample, target)
+    }
+
+    /// Whether the run in progress can go on to `sample` (at decode position
+    /// `target`): it started at or before the sample's decode start, has
+    /// reached it, is not drained, and did not leave the sample out.
+    fn resumable(&self, sample: &crate::index::Sample, target: u32) -> bool {
         let start = sample.decode_from.min(target);
         self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start)
             && !self.skipped.contains(&sample.pts)

@@ -50,9 +50,8 @@ const NEAR_SAMPLES: u32 = 32;
 #[derive(Default)]
 struct State {
     idle: Vec<Idle>,
-    /// Players out with a job (or being made for one).
-    busy: usize,
-    /// What each busy player is decoding: (its run's decode start, its target).
+    /// One entry per player out with a job (or being made for one): its
+    /// run's decode start and the job's target.
     working: Vec<(u32, u32)>,
 }
 
@@ -95,7 +94,7 @@ impl Decoders {
     /// Whether a job for decode position `target` could start now.
     pub fn can_take(&self, target: u32) -> bool {
         let state = self.lock();
-        let free = !state.idle.is_empty() || state.busy < self.limit;
+        let free = !state.idle.is_empty() || state.working.len() < self.limit;
         free && !self.near_busy(&state, target)
     }
 
@@ -103,29 +102,36 @@ impl Decoders {
     /// decode start, is working towards a frame shortly before `target` or
     /// past it: when it is back it is positioned for `target`, or holds its picture.
     fn near_busy(&self, state: &State, target: u32) -> bool {
-        let Some(sample) = self.index.samples.get(target as usize) else { return false };
-        let start = sample.decode_from.min(target);
-        state.working.iter().any(|&(run_start, working_on)| run_start <= start && target <= working_on + NEAR_SAMPLES)
+        let Some(start) = self.decode_start(target) else { return false };
+        state
+            .working
+            .iter()
+            .any(|&(run_start, working_on)| run_start <= start && target <= working_on.saturating_add(NEAR_SAMPLES))
+    }
+
+    /// Where a seek to decode position `target` starts (`None` past the index).
+    fn decode_start(&self, target: u32) -> Option<u32> {
+        self.index.samples.get(target as usize).map(|sample| sample.decode_from.min(target))
     }
 
     /// Takes the best player for decode position `target` (see the module
     /// header), or a slot to make one; `None` when all are out.
     pub fn check_out(&self, target: u32) -> Option<Checkout> {
         let mut state = self.lock();
+        let seek_start = self.decode_start(target).unwrap_or(target);
         let positioned = state.idle.iter().position(|idle| idle.player.continues_to(&self.index, target));
-        let chosen = positioned
-            .or_else(|| state.idle.iter().enumerate().min_by_key(|(_, idle)| idle.last_used).map(|(at, _)| at));
-        let seek_start = self.index.samples.get(target as usize).map_or(target, |s| s.decode_from.min(target));
-        let (checkout, run_start) = match chosen {
-            Some(at) => {
-                let player = state.idle.swap_remove(at).player;
-                let continued = player.continues_to(&self.index, target).then(|| player.run_start()).flatten();
-                (Checkout::Ready(player), continued.unwrap_or(seek_start))
-            }
-            None if state.busy < self.limit => (Checkout::MakeNew, seek_start),
-            None => return None,
+        let least_recent = state.idle.iter().enumerate().min_by_key(|(_, idle)| idle.last_used).map(|(at, _)| at);
+        let (checkout, run_start) = if let Some(at) = positioned {
+            let player = state.idle.swap_remove(at).player;
+            let run_start = player.run_start().unwrap_or(seek_start);
+            (Checkout::Ready(player), run_start)
+        } else if let Some(at) = least_recent {
+            (Checkout::Ready(state.idle.swap_remove(at).player), seek_start)
+        } else if state.working.len() < self.limit {
+            (Checkout::MakeNew, seek_start)
+        } else {
+            return None;
         };
-        state.busy += 1;
         state.working.push((run_start, target));
         Some(checkout)
     }
@@ -149,7 +155,6 @@ impl Decoders {
     }
 
     fn done(state: &mut State, target: u32) {
-        state.busy = state.busy.saturating_sub(1);
         if let Some(at) = state.working.iter().position(|&(_, working_on)| working_on == target) {
             state.working.swap_remove(at);
         }
@@ -170,7 +175,7 @@ impl Decoders {
     /// Players in existence (idle or out with a job).
     pub fn count(&self) -> usize {
         let state = self.lock();
-        state.idle.len() + state.busy
+        state.idle.len() + state.working.len()
     }
 
     /// False once a player could not be made (the video is reopened).
