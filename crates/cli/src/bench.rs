@@ -314,6 +314,44 @@ fn plan(catalogue: &[FrameRef], pattern: Pattern, count: Option<usize>) -> Vec<(
     }
 }
 
+/// A client's connection over time: when the last frame came, and since
+/// when it has been cut off (from the last frame before the loss; from the
+/// request when none had come), for the gap a reconnect costs.
+#[derive(Default)]
+struct Continuity {
+    last_frame: Option<Instant>,
+    lost_since: Option<Instant>,
+    /// The first loss after the last answer of any kind: a server that
+    /// keeps taking sessions and losing them answers nothing for ever.
+    unanswered_since: Option<Instant>,
+}
+
+impl Continuity {
+    /// The connection was lost; an error once nothing has been answered for `limit`.
+    fn lost(&mut self, sent: Instant, limit: Duration) -> Result<()> {
+        self.lost_since.get_or_insert(self.last_frame.unwrap_or(sent));
+        let since = *self.unanswered_since.get_or_insert_with(Instant::now);
+        ensure!(
+            since.elapsed() <= limit,
+            "the connection keeps being lost with no answer for {} s",
+            since.elapsed().as_secs()
+        );
+        Ok(())
+    }
+
+    /// An answer came (a frame when `frame`); the gap since the loss, if
+    /// this is the first frame after one.
+    fn answered(&mut self, frame: bool) -> Option<Duration> {
+        self.unanswered_since = None;
+        if !frame {
+            return None;
+        }
+        let now = Instant::now();
+        self.last_frame = Some(now);
+        self.lost_since.take().map(|since| now.saturating_duration_since(since))
+    }
+}
+
 /// How a closed-loop client paces itself.
 struct Pacing {
     /// Longest wait for any one answer (or reconnect).
@@ -338,8 +376,7 @@ async fn run_client(
 ) -> Result<ClientResult> {
     let mut session = Session::open(url, video, pacing.timeout).await?;
     let mut result = ClientResult::default();
-    let mut last_frame: Option<Instant> = None;
-    let mut lost_after: Option<Option<Instant>> = None;
+    let mut continuity = Continuity::default();
     // Frames are labelled with their place in the plan, unique even when the plan repeats a frame.
     let size = batch.min(frames.len()).max(1);
     for (first, chunk) in (0..).step_by(size).zip(frames.chunks(size)) {
@@ -362,8 +399,7 @@ async fn run_client(
                     &pacing,
                     sent,
                     &progress,
-                    &mut last_frame,
-                    &mut lost_after,
+                    &mut continuity,
                 )
                 .await?
             } else {
@@ -371,7 +407,7 @@ async fn run_client(
             };
             if let Some(reason) = lost {
                 tracing::info!(client, reason, "reconnecting");
-                lost_after.get_or_insert(last_frame);
+                continuity.lost(sent, pacing.timeout)?;
                 session.reconnect().await?;
             }
         }
@@ -414,8 +450,7 @@ async fn answer_loop(
     pacing: &Pacing,
     sent: Instant,
     progress: &ProgressBar,
-    last_frame: &mut Option<Instant>,
-    lost_after: &mut Option<Option<Instant>>,
+    continuity: &mut Continuity,
 ) -> Result<Option<String>> {
     while !unanswered.is_empty() {
         let (header, jpeg) = match session.next().await? {
@@ -428,14 +463,11 @@ async fn answer_loop(
             bail!("an answer for a frame not asked for: {header}");
         };
         let planned = unanswered.remove(at);
+        if let Some(gap) = continuity.answered(jpeg.is_some()) {
+            result.reconnect_gaps_ms.push(gap.as_secs_f64() * 1000.0);
+        }
         match jpeg {
             Some(jpeg) => {
-                let now = Instant::now();
-                if let Some(before) = lost_after.take() {
-                    let gap = now.saturating_duration_since(before.unwrap_or(sent));
-                    result.reconnect_gaps_ms.push(gap.as_secs_f64() * 1000.0);
-                }
-                *last_frame = Some(now);
                 result.latencies_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
                 result.received += 1;
                 result.bytes += jpeg.len() as u64;

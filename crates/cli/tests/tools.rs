@@ -247,3 +247,44 @@ fn sequential_playback_decodes_each_frame_once() {
         assert!(read >= video_bytes as f64, "every frame's bytes were read once: {read} < {video_bytes}");
     }
 }
+
+/// A peer that takes every session and closes it with 1012 (restart) a
+/// moment later, for ever: `bench` reconnects for its timeout, then gives up
+/// with an error instead of reconnecting without end.
+#[test]
+fn bench_gives_up_on_a_server_that_keeps_losing_its_sessions() {
+    use tungstenite::protocol::frame::coding::CloseCode;
+    use tungstenite::protocol::CloseFrame;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(mut socket) = tungstenite::accept(stream) else { return };
+                let set = json!({"type": "VideoSet", "path": "videos/v.mp4", "ok": true});
+                let _ = socket.send(tungstenite::Message::text(set.to_string()));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let _ = socket.close(Some(CloseFrame { code: CloseCode::Restart, reason: "service restart".into() }));
+                while socket.read().is_ok() {}
+            });
+        }
+    });
+    let dir = scratch_dir("tools-bench-lost");
+    let frames = dir.join("frames.json");
+    std::fs::write(&frames, json!({"frames": [{"offset": 0}, {"offset": 100}]}).to_string()).unwrap();
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let started = std::time::Instant::now();
+    let (ok, _, stderr) = run(&[
+        "bench",
+        "--url",
+        &url,
+        "--video",
+        "videos/v.mp4",
+        "--frames-file",
+        frames.to_str().unwrap(),
+        "--timeout-secs",
+        "2",
+    ]);
+    assert!(!ok && stderr.contains("keeps being lost"), "{stderr}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "gave up after {:?}", started.elapsed());
+}
