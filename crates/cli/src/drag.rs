@@ -39,11 +39,8 @@ pub struct Drag<'a> {
 impl Drag<'_> {
     pub async fn run(&self) -> Result<DragResult> {
         ensure!(!self.frames.is_empty(), "no frames to drag over");
-        let url = crate::session::session_url(self.url, self.video)?;
-        let (socket, _) = tokio_tungstenite::connect_async(&url).await?;
-        let (mut sink, mut stream) = socket.split();
-        let reply = next_json(&mut stream, self.timeout).await?;
-        ensure!(reply["ok"] == true, "opening {} failed: {reply}", self.video);
+        let session = crate::session::Session::open(self.url, self.video, self.timeout).await?;
+        let (mut sink, mut stream) = session.into_socket().split();
 
         let mut result =
             DragResult { requested: 0, received: 0, superseded: 0, errored: 0, bytes: 0, final_latency_ms: 0.0 };

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// What the server sent next.
 pub enum Answer {
@@ -92,6 +92,11 @@ impl Session {
         self.socket = connect(&self.url, self.timeout).await?;
         self.reconnects += 1;
         Ok(())
+    }
+
+    /// The WebSocket itself, for a client that reads and writes at once.
+    pub fn into_socket(self) -> Socket {
+        self.socket
     }
 
     pub async fn close(mut self) {
