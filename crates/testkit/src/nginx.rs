@@ -1,12 +1,12 @@
 //! Debian's nginx in front of real server processes, with the routing of
-//! `deploy/nginx/locations.conf` (the file users deploy): the upstream is
+//! `deploy/nginx/locations.conf` (the file users deploy) in the config of
+//! `deploy/nginx/loopback.conf.template` (shared with scripts/bench-routing): the upstream is
 //! hashed on `$arg_video` (consistent), WebSockets are upgraded, and
 //! `/api/v1/frame` goes through a `proxy_cache`. Runs as the test's own
 //! user (`master_process off`), with every path under a scratch folder.
 
 use crate::processes::Running;
 use anyhow::{bail, Context, Result};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ impl Nginx {
         for _ in 0..5 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let config = dir.join("nginx.conf");
-            std::fs::write(&config, config_text(dir, port, backends))?;
+            std::fs::write(&config, config_text(dir, port, backends)?)?;
             let log = std::fs::File::create(dir.join("stderr.log"))?;
             let mut child = Command::new(&binary)
                 .args(["-p", dir.to_str().context("utf-8 path")?, "-c", config.to_str().context("utf-8 path")?])
@@ -85,48 +85,20 @@ impl Drop for Nginx {
     }
 }
 
-/// The config: the http-level parts the locations file expects, around it.
-fn config_text(dir: &Path, port: u16, backends: &[u16]) -> String {
-    let d = dir.display();
-    let locations = crate::workspace_root().join("deploy/nginx/locations.conf");
-    let mut servers = String::new();
-    for backend in backends {
-        // max_fails=0 as in ingress-nginx: a server is never marked down (a
-        // draining server's 503s would take it out for fail_timeout after it
-        // is back); each request tries the video's home first and moves on
-        // along the hash ring when it refuses.
-        let _ = writeln!(servers, "        server 127.0.0.1:{backend} max_fails=0;");
-    }
-    format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-    log_format routing '$time_iso8601 $request $status upstream=$upstream_addr statuses=$upstream_status took=$request_time';
-    access_log {d}/access.log routing;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    proxy_cache_path {d}/cache levels=1:2 keys_zone=bucket_streamer_frames:10m max_size=1g inactive=1h use_temp_path=off;
-    map $http_upgrade $connection_upgrade {{
-        default upgrade;
-        "" "";
-    }}
-    upstream bucket_streamer {{
-        hash $arg_video consistent;
-{servers}    }}
-    server {{
-        listen 127.0.0.1:{port};
-        include {locations};
-    }}
-}}
-"#,
-        locations = locations.display()
-    )
+/// The config: `deploy/nginx/loopback.conf.template` filled in, access log
+/// with the upstream each request went to.
+fn config_text(dir: &Path, port: u16, backends: &[u16]) -> Result<String> {
+    let root = crate::workspace_root();
+    let template = std::fs::read_to_string(root.join("deploy/nginx/loopback.conf.template"))?;
+    let servers: Vec<String> =
+        backends.iter().map(|backend| format!("        server 127.0.0.1:{backend} max_fails=0;")).collect();
+    let d = dir.display().to_string();
+    Ok(template
+        .replace("@ACCESS_LOG@", &format!("{d}/access.log routing"))
+        .replace("@DIR@", &d)
+        .replace("@SERVERS@", &servers.join("\n"))
+        .replace("@PORT@", &port.to_string())
+        .replace("@LOCATIONS@", &root.join("deploy/nginx/locations.conf").display().to_string()))
 }
 
 /// The servers behind one nginx, restartable on their own ports.
