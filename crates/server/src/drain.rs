@@ -12,7 +12,6 @@
 //!    and lets HTTP requests in progress finish; the process exits.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -23,29 +22,36 @@ const HTTP_CLOSE: Duration = Duration::from_secs(1);
 
 pub struct Drain {
     total: Duration,
-    started: watch::Sender<Option<Instant>>,
-    began: OnceLock<Instant>,
+    /// When the drain began (`None` before), watched by the sessions.
+    began: watch::Sender<Option<Instant>>,
 }
 
 impl Drain {
     /// A drain that may take `total` from the signal to the exit.
     pub fn new(total: Duration) -> Self {
-        Self { total, started: watch::Sender::new(None), began: OnceLock::new() }
+        Self { total, began: watch::Sender::new(None) }
     }
 
     /// Starts the drain (once; later calls change nothing).
     pub fn begin(&self) {
-        let now = *self.began.get_or_init(Instant::now);
-        self.started.send_if_modified(|started| started.replace(now).is_none());
+        self.began.send_if_modified(|began| {
+            let first = began.is_none();
+            began.get_or_insert_with(Instant::now);
+            first
+        });
+    }
+
+    fn began(&self) -> Option<Instant> {
+        *self.began.borrow()
     }
 
     pub fn is_draining(&self) -> bool {
-        self.began.get().is_some()
+        self.began().is_some()
     }
 
     /// Resolves when the drain begins.
     pub fn started(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut watching = self.started.subscribe();
+        let mut watching = self.began.subscribe();
         async move {
             let _ = watching.wait_for(Option::is_some).await;
         }
@@ -54,12 +60,12 @@ impl Drain {
     /// When sessions still finishing their frames must close anyway.
     pub fn session_cutoff(&self) -> Option<Instant> {
         let end = self.total.saturating_sub(SESSION_CLOSE + HTTP_CLOSE);
-        self.began.get().map(|began| *began + end)
+        self.began().map(|began| began + end)
     }
 
     /// The latest a session may still spend closing.
     pub fn sessions_end(&self) -> Option<Instant> {
-        self.began.get().map(|began| *began + self.total.saturating_sub(HTTP_CLOSE))
+        self.began().map(|began| began + self.total.saturating_sub(HTTP_CLOSE))
     }
 
     /// Waits until `sessions` is zero or the sessions' time is up.
@@ -72,7 +78,7 @@ impl Drain {
 
     /// What the listener has left for HTTP requests once sessions are done.
     pub fn http_time_left(&self) -> Duration {
-        let end = self.began.get().map_or(Instant::now(), |began| *began + self.total);
+        let end = self.began().map_or(Instant::now(), |began| began + self.total);
         end.saturating_duration_since(Instant::now()).max(Duration::from_millis(100))
     }
 }
