@@ -59,11 +59,6 @@ impl OpenError {
         }
     }
 
-    /// Short machine-readable reason for protocol answers.
-    pub fn code(&self) -> &'static str {
-        self.failure().code()
-    }
-
     /// Classifies an indexing failure by the typed error at its root.
     fn from_indexing(path: &str, error: anyhow::Error) -> Self {
         let path = path.to_string();

@@ -93,10 +93,6 @@ impl StorageError {
             StorageError::Failed { .. } => Failure::StorageError,
         }
     }
-
-    pub fn code(&self) -> &'static str {
-        self.failure().code()
-    }
 }
 
 /// A video path that passed validation: relative, no `.`/`..`, no empty segments.
