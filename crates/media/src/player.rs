@@ -114,6 +114,10 @@ struct Position {
     next: u32,
     /// End of input was signalled; a reset is needed before feeding.
     drained: bool,
+    /// The frame a seek that leaves out unreferenced pictures is after: a
+    /// job stopped between samples (a time slice) and resumed for the same
+    /// frame goes on leaving them out.
+    seeking_to: Option<u32>,
 }
 
 pub struct Player {
@@ -207,7 +211,7 @@ impl Player {
             return Ok(frame);
         }
         if self.resumable(&sample, target) {
-            if let Some(frame) = self.run(index, target, span, false, false, cancelled)? {
+            if let Some(frame) = self.run(index, target, span, false, may_skip, cancelled)? {
                 return Ok(frame);
             }
         }
@@ -229,9 +233,11 @@ impl Player {
             self.skipped.clear();
             self.seeks += 1;
             let start = index.sample(target).decode_from.min(target);
-            self.position = Some(Position { started_at: start, next: start, drained: false });
+            let seeking_to = may_skip.then_some(target);
+            self.position = Some(Position { started_at: start, next: start, drained: false, seeking_to });
         }
-        let result = self.feed_until(index, target_pts, target, span, restart && may_skip, cancelled);
+        let seeking = may_skip && self.position.is_some_and(|p| p.seeking_to == Some(target));
+        let result = self.feed_until(index, target_pts, target, span, seeking, cancelled);
         if matches!(result, Err(DecodeError::Failed(_))) {
             self.position = None; // state unknown after an error: restart next time
         }

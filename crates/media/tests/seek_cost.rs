@@ -57,3 +57,43 @@ fn seeks_decode_only_what_the_frame_needs_and_stay_exact() {
         }
     }
 }
+
+/// A seek stopped between samples (a time slice of the decode pool) and
+/// taken up again for the same frame goes on leaving out what nothing
+/// references: it costs what an uninterrupted seek costs, and stays exact.
+#[test]
+fn a_seek_resumed_after_each_sample_skips_what_an_uninterrupted_one_skips() {
+    let fixture = testkit::fixtures::generated_named("temporal_layers.mp4").unwrap();
+    let source = FileSource::open(&fixture.path).unwrap();
+    let index = media::probe::index(&source, &Default::default()).unwrap();
+    let last_gop_start = (0..index.samples.len() as u32).rev().find(|&p| index.sample(p).keyframe).unwrap();
+    let position = (last_gop_start..index.samples.len() as u32).max_by_key(|&p| index.sample(p).pts).unwrap();
+    let range = Player::required_bytes(&index, position);
+    let span = Span::new(range.start, Bytes::from(source.read_range(range.start, range.end - range.start).unwrap()));
+
+    let mut whole = Player::new(&index, Threading::Single, 64 << 20).unwrap();
+    let expected = whole.picture(&index, position, &span, &|| false).unwrap();
+
+    let mut sliced = Player::new(&index, Threading::Single, 64 << 20).unwrap();
+    let asks = std::cell::Cell::new(0u32);
+    let every_other_ask = || {
+        asks.set(asks.get() + 1);
+        asks.get() % 2 == 0
+    };
+    let mut resumes = 0;
+    let picture = loop {
+        match sliced.picture(&index, position, &span, &every_other_ask) {
+            Ok(picture) => break picture,
+            Err(media::DecodeError::Cancelled) => resumes += 1,
+            Err(other) => panic!("{other}"),
+        }
+    };
+    assert!(resumes > 3, "the seek was not interrupted");
+    assert!(whole.pictures_skipped() > 0, "the fixture has nothing to skip at its end");
+    assert_eq!(sliced.seeks(), 1, "a resumed seek started over");
+    assert_eq!(
+        (sliced.pictures_decoded(), sliced.pictures_skipped()),
+        (whole.pictures_decoded(), whole.pictures_skipped())
+    );
+    assert_eq!(media::encode_jpeg(&picture, 90).unwrap(), media::encode_jpeg(&expected, 90).unwrap());
+}

@@ -37,6 +37,8 @@ struct Job {
     cancel: Option<Arc<AtomicBool>>,
     urgency: Urgency,
     reply: oneshot::Sender<Result<Picture, DecodeError>>,
+    /// What its earlier time slices cost (reported once, when it is done).
+    spent: Work,
     /// Counted in `bucket_streamer_decode_jobs` until the job is done or dropped.
     _counted: InProgress,
 }
@@ -148,6 +150,7 @@ impl DecodePool {
                 cancel,
                 urgency,
                 reply,
+                spent: Work::default(),
                 _counted,
             });
         }
@@ -187,7 +190,7 @@ fn work(shared: &Shared) {
     }
 }
 
-fn run(shared: &Shared, job: Job, checkout: Checkout) {
+fn run(shared: &Shared, mut job: Job, checkout: Checkout) {
     let decoders = job.decoders.clone();
     let mut player = match checkout {
         Checkout::Ready(player) => player,
@@ -220,27 +223,28 @@ fn run(shared: &Shared, job: Job, checkout: Checkout) {
         } else {
             player.picture_among_neighbours(&decoders.index, job.position, &job.span, &cancelled)
         };
-        let work = Work {
+        let work = job.spent.and(Work {
             decoded: player.pictures_decoded() - before.0,
             skipped: player.pictures_skipped() - before.1,
             seeked: player.seeks() > before.2,
-        };
-        tracing::debug!(position = job.position, decoded = work.decoded, seeked = work.seeked, "decoded");
-        decoders.report(work);
+        });
         if matches!(result, Err(DecodeError::Cancelled)) && !by_client() && !sliced.get() {
             metrics::counter!(PREFETCH_YIELDS).increment(1);
         }
-        result
+        (result, work)
     }));
     match decoded {
-        Ok(Err(DecodeError::Cancelled)) if sliced.get() => {
+        Ok((Err(DecodeError::Cancelled), work)) if sliced.get() => {
             // Its time slice is over: back in the queue, behind the waiting request.
             decoders.check_in(job.position, player);
             metrics::counter!(DECODE_SLICES).increment(1);
+            job.spent = work;
             shared.lock().jobs.push_back(job);
         }
-        Ok(result) => {
+        Ok((result, work)) => {
             decoders.check_in(job.position, player);
+            tracing::debug!(position = job.position, decoded = work.decoded, seeked = work.seeked, "decoded");
+            decoders.report(work);
             let _ = job.reply.send(result);
         }
         Err(_) => {

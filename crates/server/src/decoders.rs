@@ -29,6 +29,17 @@ pub struct Work {
     pub seeked: bool,
 }
 
+impl Work {
+    /// This work and `more` (the same job's next time slice).
+    pub fn and(self, more: Work) -> Work {
+        Work {
+            decoded: self.decoded + more.decoded,
+            skipped: self.skipped + more.skipped,
+            seeked: self.seeked || more.seeked,
+        }
+    }
+}
+
 type MakePlayer = dyn Fn() -> anyhow::Result<Player> + Send + Sync;
 type OnWork = dyn Fn(Work) + Send + Sync;
 
