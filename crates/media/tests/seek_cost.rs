@@ -78,7 +78,7 @@ fn a_seek_resumed_after_each_sample_skips_what_an_uninterrupted_one_skips() {
     let asks = std::cell::Cell::new(0u32);
     let every_other_ask = || {
         asks.set(asks.get() + 1);
-        asks.get() % 2 == 0
+        asks.get().is_multiple_of(2)
     };
     let mut resumes = 0;
     let picture = loop {
