@@ -77,7 +77,7 @@ struct Secret {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    keep_freed_memory_mapped();
+    server::allocator::tune();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -137,21 +137,6 @@ async fn bench_command(args: bench::BenchArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(summary.frames_received > 0 || summary.frames_requested == 0, "no frame was received");
     Ok(())
-}
-
-/// Frames are multi-megabyte buffers allocated and freed hundreds of times a
-/// second (by FFmpeg, libjpeg-turbo and us). glibc's defaults hand such
-/// blocks back to the kernel on every free, so each new frame page-faults
-/// its memory in again: measured at about a third of the per-frame CPU
-/// time at 1080p. Keeping up to 256 MiB of freed memory in the process
-/// removes that cost; peak memory use is unchanged.
-fn keep_freed_memory_mapped() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before any threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
-    }
 }
 
 fn init_logging(level: &str) -> anyhow::Result<()> {

@@ -181,11 +181,7 @@ pub fn index(source: &dyn RangeRead, budget: &Budget) -> Result<VideoIndex> {
             height: sps.height,
             timescale: ASSUMED_FRAME_RATE,
             object_size,
-            decoder: DecoderConfig {
-                highest_temporal_id: scanner.sps.values().map(|sps| sps.max_sub_layers_minus1.min(6) as u8).max(),
-                extradata: scanner.parameter_sets,
-                nal_format: NalFormat::AnnexB,
-            },
+            decoder: DecoderConfig::new(scanner.parameter_sets, NalFormat::AnnexB, scanner.sps.values()),
             samples,
             edits: Vec::new(),
         },

@@ -75,6 +75,28 @@ pub struct Sps {
     pub max_num_reorder: u32,
     /// `sps_max_sub_layers_minus1`: the highest TemporalId a picture may have.
     pub max_sub_layers_minus1: u32,
+    /// `sps_max_dec_pic_buffering_minus1 + 1` of the highest sub-layer:
+    /// pictures the decoder holds for reference and reordering.
+    pub max_dec_pic_buffering: u32,
+    /// Coded size (before cropping): the size of the decoder's picture buffers.
+    pub coded_width: u32,
+    pub coded_height: u32,
+}
+
+impl Sps {
+    /// Bytes of one decoded picture at the coded size: luma plus chroma
+    /// planes, two bytes a sample above 8 bits.
+    pub fn picture_bytes(&self) -> u64 {
+        let luma = u64::from(self.coded_width) * u64::from(self.coded_height);
+        let chroma = match (self.chroma_format_idc, self.separate_colour_plane) {
+            (0, _) => 0,
+            (1, false) => luma / 2,
+            (2, false) => luma,
+            _ => luma * 2,
+        };
+        let sample_bytes = if self.bit_depth_luma > 8 { 2 } else { 1 };
+        (luma + chroma) * sample_bytes
+    }
 }
 
 /// The picture parameter set fields needed to reach `slice_pic_order_cnt_lsb`.
@@ -144,9 +166,9 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps> {
     }
     let ordering_info_present = r.bit()?;
     let first = if ordering_info_present { 0 } else { max_sub_layers_minus1 };
-    let mut max_num_reorder = 0;
+    let (mut max_num_reorder, mut max_dec_pic_buffering) = (0, 1);
     for _ in first..=max_sub_layers_minus1 {
-        let _max_dec_pic_buffering_minus1 = r.ue()?;
+        max_dec_pic_buffering = r.ue()?.saturating_add(1).min(16);
         max_num_reorder = r.ue()?;
         let _max_latency_increase_plus1 = r.ue()?;
     }
@@ -160,6 +182,9 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps> {
         log2_max_poc_lsb,
         max_num_reorder,
         max_sub_layers_minus1,
+        max_dec_pic_buffering,
+        coded_width,
+        coded_height,
     })
 }
 

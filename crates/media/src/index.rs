@@ -37,6 +37,34 @@ pub struct DecoderConfig {
     /// no SPS could be read): pictures there are referenced by nothing
     /// when they are sub-layer non-reference pictures.
     pub highest_temporal_id: Option<u8>,
+    /// What one decoder of the stream holds in pictures at most, the
+    /// largest over its SPSs (`None` when no SPS could be read).
+    pub pictures: Option<PictureBuffers>,
+}
+
+/// The decoded pictures a decoder of the stream keeps: how many and how large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PictureBuffers {
+    /// `sps_max_dec_pic_buffering`: pictures held for reference and reordering.
+    pub count: u32,
+    /// Bytes of one picture at the coded size and bit depth.
+    pub bytes: u64,
+}
+
+impl DecoderConfig {
+    /// The configuration of a stream with these parameter sets.
+    pub fn new<'a>(extradata: Vec<u8>, nal_format: NalFormat, sps: impl IntoIterator<Item = &'a hevc::Sps>) -> Self {
+        let sps: Vec<&hevc::Sps> = sps.into_iter().collect();
+        let pictures =
+            sps.iter().map(|sps| PictureBuffers { count: sps.max_dec_pic_buffering, bytes: sps.picture_bytes() });
+        Self {
+            extradata,
+            nal_format,
+            highest_temporal_id: sps.iter().map(|sps| sps.max_sub_layers_minus1.min(6) as u8).max(),
+            pictures: pictures
+                .reduce(|a, b| PictureBuffers { count: a.count.max(b.count), bytes: a.bytes.max(b.bytes) }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -264,19 +292,10 @@ fn shown_at(edits: &[Edit], pts: i64) -> Option<i64> {
     })
 }
 
-/// The highest `sps_max_sub_layers_minus1` among the SPSs in `nals`.
-pub fn highest_temporal_id<'a>(nals: impl IntoIterator<Item = &'a [u8]>) -> Option<u8> {
+/// The SPSs among `nals` that parse.
+pub fn parse_sps_among<'a>(nals: impl IntoIterator<Item = &'a [u8]>) -> Vec<hevc::Sps> {
     nals.into_iter()
         .filter(|nal| hevc::nal_type(nal) == hevc::NAL_SPS)
         .filter_map(|nal| hevc::parse_sps(nal).ok())
-        .map(|sps| sps.max_sub_layers_minus1.min(6) as u8)
-        .max()
-}
-
-/// Reads `(width, height)` from the SPS among `nals`, if there is one.
-pub fn dimensions_from_parameter_sets<'a>(nals: impl IntoIterator<Item = &'a [u8]>) -> Option<(u32, u32)> {
-    nals.into_iter()
-        .filter(|nal| hevc::nal_type(nal) == hevc::NAL_SPS)
-        .find_map(|nal| hevc::parse_sps(nal).ok())
-        .map(|sps| (sps.width, sps.height))
+        .collect()
 }

@@ -159,8 +159,10 @@ impl Track {
         hvcc.encode(&mut encoded)?;
         let extradata = encoded.split_off(8); // drop the box header, keep the hvcC record
         let parameter_sets = || hvcc.arrays.iter().flat_map(|array| array.nalus.iter().map(Vec::as_slice));
-        let highest_temporal_id = crate::index::highest_temporal_id(parameter_sets());
-        let (width, height) = crate::index::dimensions_from_parameter_sets(parameter_sets())
+        let sps = crate::index::parse_sps_among(parameter_sets());
+        let (width, height) = sps
+            .first()
+            .map(|sps| (sps.width, sps.height))
             .unwrap_or((u32::from(visual.width), u32::from(visual.height)));
         let timescale = trak.mdia.mdhd.timescale.max(1);
         let samples = sample_table(stbl, object_size, budget)?;
@@ -178,11 +180,7 @@ impl Track {
             width,
             height,
             timescale,
-            decoder: DecoderConfig {
-                extradata,
-                nal_format: NalFormat::LengthPrefixed(hvcc.length_size_minus_one + 1),
-                highest_temporal_id,
-            },
+            decoder: DecoderConfig::new(extradata, NalFormat::LengthPrefixed(hvcc.length_size_minus_one + 1), &sps),
             edits: edit_list(trak, moov.mvhd.timescale, timescale),
             samples,
             next_dts,

@@ -154,6 +154,26 @@ impl Player {
         })
     }
 
+    /// The most memory a player of this stream holds: libavcodec's picture
+    /// pool (the stream's reference and reordering pictures, one being
+    /// decoded, one per extra frame thread, each with its motion data: about
+    /// half a picture more) and the decoded pictures it keeps for neighbours.
+    pub fn memory_needed(index: &VideoIndex, threads: Threading, keep_limit_bytes: usize) -> u64 {
+        let pictures = index.decoder.pictures.unwrap_or(crate::index::PictureBuffers {
+            count: 16, // the most HEVC allows
+            bytes: u64::from(index.width) * u64::from(index.height) * 3,
+        });
+        // libavcodec pads planes for its block sizes and alignment.
+        let picture = pictures.bytes + pictures.bytes / 16;
+        let extra_threads = match threads {
+            Threading::Frame(count) => count.saturating_sub(1) as u64,
+            Threading::Single | Threading::Slice(_) => 0,
+        };
+        let pool = picture.saturating_mul(u64::from(pictures.count) + 1 + extra_threads) / 2 * 3;
+        let kept = (keep_limit_bytes as u64).max(picture * MIN_KEPT_FRAMES as u64) + picture;
+        pool.saturating_add(kept)
+    }
+
     /// With `false`, seeks feed every picture from the decode start (for
     /// comparison, or as an escape hatch for a stream that misbehaves).
     pub fn skip_unreferenced(mut self, on: bool) -> Self {

@@ -12,10 +12,11 @@
 //! below every requested frame.
 
 use crate::decode_pool::DecodePool;
-use crate::decoders::Decoders;
+use crate::decoders::{Decoders, NoMemory, PlayerMemory};
 use crate::encode_slots::EncodeSlots;
 pub use crate::failure::{Failure, FrameFailure};
 use crate::frame_cache::{FrameCache, FrameKey};
+use crate::memory_budget::{Holder, MemoryBudget, Reclaim, Reservation};
 use crate::metrics::{
     Timer, DECODE_SECONDS, ENCODE_SECONDS, FETCH_SECONDS, FRAMES_DECODED, PICTURES_SKIPPED, SEEK_PICTURES,
     VIDEO_FRAMES_DECODED, VIDEO_OPENS,
@@ -109,6 +110,8 @@ pub struct Shared {
     pub skip_unreferenced: bool,
     /// Time allowed to index one video.
     pub index_time: std::time::Duration,
+    /// What decoders, fetched bytes and indexes may hold (`--memory-budget`).
+    pub memory: Arc<MemoryBudget>,
 }
 
 pub struct Channel {
@@ -132,6 +135,8 @@ pub struct Channel {
     pub version: String,
     /// The serialised index, made on first request.
     index_document: std::sync::OnceLock<Bytes>,
+    /// The index's share of the memory budget.
+    _index_memory: Reservation,
 }
 
 impl Channel {
@@ -160,6 +165,17 @@ impl Channel {
         .await
         .map_err(|e| OpenError::Corrupt { path: text.clone(), reason: format!("indexing crashed: {e}") })?;
         let (index, player) = built.map_err(|error| OpenError::from_indexing(&text, error))?;
+        let no_memory = |holder| {
+            MemoryBudget::refused(holder);
+            OpenError::Refused(format!("no memory to open {text}: the memory budget is full; try again later"))
+        };
+        let index_bytes =
+            (index.samples.len() * std::mem::size_of::<media::Sample>() + index.decoder.extradata.len()) as u64;
+        let index_memory =
+            shared.memory.reserve(Holder::Indexes, index_bytes).ok_or_else(|| no_memory(Holder::Indexes))?;
+        let player_bytes = Player::memory_needed(&index, threading, KEPT_PICTURE_BYTES);
+        let first = shared.memory.reserve(Holder::Decoders, player_bytes).ok_or_else(|| no_memory(Holder::Decoders))?;
+        let player_memory = PlayerMemory { budget: shared.memory.clone(), bytes: player_bytes, first };
         let index = Arc::new(index);
         let make = {
             let index = index.clone();
@@ -168,14 +184,15 @@ impl Channel {
         let label = crate::metrics::video_label(&text);
         metrics::counter!(VIDEO_OPENS, "video" => label.clone()).increment(1);
         let decoded_here = metrics::counter!(VIDEO_FRAMES_DECODED, "video" => label);
-        let decoders = Decoders::new(index.clone(), player, shared.decoders_per_video, make, move |work| {
-            metrics::counter!(FRAMES_DECODED).increment(work.decoded);
-            metrics::counter!(PICTURES_SKIPPED).increment(work.skipped);
-            if work.seeked {
-                metrics::histogram!(SEEK_PICTURES).record(work.decoded as f64);
-            }
-            decoded_here.increment(work.decoded);
-        });
+        let decoders =
+            Decoders::new(index.clone(), (player, player_memory), shared.decoders_per_video, make, move |work| {
+                metrics::counter!(FRAMES_DECODED).increment(work.decoded);
+                metrics::counter!(PICTURES_SKIPPED).increment(work.skipped);
+                if work.seeked {
+                    metrics::histogram!(SEEK_PICTURES).record(work.decoded as f64);
+                }
+                decoded_here.increment(work.decoded);
+            });
         Ok(Self {
             id,
             url: storage.url_of(&path),
@@ -190,6 +207,7 @@ impl Channel {
             last_used: Mutex::new(std::time::Instant::now()),
             index_document: std::sync::OnceLock::new(),
             version,
+            _index_memory: index_memory,
         })
     }
 
@@ -413,6 +431,9 @@ impl Channel {
                     DecodeError::Cancelled => {
                         FrameFailure::new(Failure::Superseded, "a newer request in latest mode replaced it")
                     }
+                    DecodeError::Failed(cause) if cause.is::<NoMemory>() => {
+                        FrameFailure::new(Failure::Busy, format!("{cause:#}; try again later"))
+                    }
                     DecodeError::Failed(cause) => FrameFailure::new(Failure::DecodeFailed, format!("{cause:#}")),
                 },
             )?;
@@ -471,11 +492,40 @@ impl Channel {
         Ok(span)
     }
 
+    /// Reads `range`; its bytes hold a reservation of the memory budget
+    /// for as long as any copy of them lives.
     async fn read(&self, range: Range<u64>) -> Result<Bytes, FrameFailure> {
+        let Some(memory) = self.shared.memory.reserve(Holder::Spans, range.end - range.start) else {
+            MemoryBudget::refused(Holder::Spans);
+            return Err(FrameFailure::new(
+                Failure::Busy,
+                "no memory for this frame's bytes: the memory budget is full of bytes in use; try again later",
+            ));
+        };
         let _timer = Timer::new(FETCH_SECONDS);
-        self.storage
+        let bytes = self
+            .storage
             .read_range(&self.path, range)
             .await
-            .map_err(|e| FrameFailure::new(Failure::StorageError, e.to_string()))
+            .map_err(|e| FrameFailure::new(Failure::StorageError, e.to_string()))?;
+        Ok(crate::memory_budget::reserved_bytes(bytes, memory))
+    }
+}
+
+/// What the memory budget may take back from an open video.
+impl Reclaim for Channel {
+    fn idle_for(&self) -> std::time::Duration {
+        Channel::idle_for(self)
+    }
+
+    fn drop_idle_decoders(&self) {
+        self.decoders.release_reclaimable();
+    }
+
+    fn drop_cached_bytes(&self) {
+        // A video whose bytes are being read right now keeps them.
+        if let Ok(mut spans) = self.spans.try_lock() {
+            spans.clear();
+        }
     }
 }

@@ -39,6 +39,11 @@ impl Channels {
         open.iter().map(|channel| channel.release_idle_decoders(age)).sum()
     }
 
+    /// Bytes the frame cache holds now.
+    pub fn frame_cache_bytes(&self) -> u64 {
+        self.shared.frames.bytes()
+    }
+
     pub fn storage(&self) -> &Arc<Storage> {
         &self.storage
     }
@@ -50,7 +55,12 @@ impl Channels {
         let (storage, shared) = (self.storage.clone(), self.shared.clone());
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let opened = slot
-            .get_or_try_init(|| async { Channel::open(id, storage, shared, path.clone()).await.map(Arc::new) })
+            .get_or_try_init(|| async {
+                let channel = Arc::new(Channel::open(id, storage, shared.clone(), path.clone()).await?);
+                let reclaim: Arc<dyn crate::memory_budget::Reclaim> = channel.clone();
+                shared.memory.register(Arc::downgrade(&reclaim));
+                Ok(channel)
+            })
             .await;
         match opened {
             Ok(channel) => Ok(channel.clone()),

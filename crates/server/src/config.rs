@@ -70,6 +70,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CACHE_BYTES", default_value_t = 64 << 20)]
     pub cache_bytes: u64,
 
+    /// Memory that decoders, fetched GOP bytes, indexes and the frame cache
+    /// may hold together: bytes, or with a unit (`384MiB`, `2Gi`, `1.5GB`).
+    /// Default: three quarters of the cgroup memory limit, else half of the
+    /// machine's memory. Idle decoders and cached bytes are dropped to stay
+    /// under it; a frame that cannot fit is answered `busy`.
+    #[arg(long, env = "MEMORY_BUDGET", value_parser = parse_byte_size)]
+    pub memory_budget: Option<u64>,
+
     /// libavcodec threading per decoder: `auto`, `single`, `frame:N` or
     /// `slice:N`. `auto` gives each decoder the cores the decode threads
     /// leave (frame threads, up to 4), so decoding never oversubscribes the
@@ -244,6 +252,11 @@ impl ServeArgs {
         }
     }
 
+    /// The memory budget in bytes (`--memory-budget` or its default).
+    pub fn memory_budget(&self) -> u64 {
+        self.memory_budget.unwrap_or_else(crate::memory_budget::default_budget).max(MIN_MEMORY_BUDGET)
+    }
+
     /// Checks combinations clap cannot express; the error is one line.
     pub fn validate(&self) -> anyhow::Result<()> {
         match self.storage_backend {
@@ -285,7 +298,58 @@ impl ServeArgs {
         anyhow::ensure!(self.client_timeout_secs > 0, "--client-timeout-secs must be at least 1");
         anyhow::ensure!(self.ping_interval_secs > 0, "--ping-interval-secs must be at least 1");
         anyhow::ensure!(self.session_buffer_bytes > 0, "--session-buffer-bytes must be at least 1");
+        if let Some(budget) = self.memory_budget {
+            anyhow::ensure!(budget >= MIN_MEMORY_BUDGET, "--memory-budget must be at least 32MiB");
+        }
         anyhow::ensure!(self.drain_secs >= 4, "--drain-secs must be at least 4 (sessions need 3 s to close)");
         Ok(())
+    }
+}
+
+/// Less cannot hold one 1080p decoder and its bytes.
+const MIN_MEMORY_BUDGET: u64 = 32 << 20;
+
+/// Parses a byte size: a number with an optional unit, decimal (`k`, `M`,
+/// `G`, `T`, with or without `B`) or binary (`Ki`, `Mi`, `Gi`, `Ti`, with
+/// or without `B`), as Kubernetes quantities and humans write them.
+fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a size (e.g. 384MiB, 2Gi, 1000000)"))?;
+    let unit = unit.trim().trim_end_matches(['B', 'b']);
+    let multiple: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1_000,
+        "m" => 1_000_000,
+        "g" => 1_000_000_000,
+        "t" => 1_000_000_000_000,
+        "ki" => 1 << 10,
+        "mi" => 1 << 20,
+        "gi" => 1 << 30,
+        "ti" => 1 << 40,
+        _ => return Err(format!("unknown unit in {text:?} (use k, M, G, T, Ki, Mi, Gi or Ti)")),
+    };
+    let bytes = number * multiple as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_byte_size;
+
+    #[test]
+    fn byte_sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_byte_size("1000"), Ok(1000));
+        assert_eq!(parse_byte_size("384MiB"), Ok(384 << 20));
+        assert_eq!(parse_byte_size("2Gi"), Ok(2 << 30));
+        assert_eq!(parse_byte_size("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(parse_byte_size("512 M"), Ok(512_000_000));
+        assert!(parse_byte_size("12 parsecs").is_err());
+        assert!(parse_byte_size("MiB").is_err());
+        assert!(parse_byte_size("99999999999Ti").is_err());
     }
 }

@@ -18,7 +18,8 @@
 //! the thread: that job is answered with an error, its player is dropped
 //! and the next job of the video gets a new one. No job is left waiting.
 
-use crate::decoders::{Checkout, Decoders, Work};
+use crate::decoders::{Checkout, Decoders, NoMemory, Work};
+use crate::memory_budget::{Holder, MemoryBudget};
 use crate::metrics::{InProgress, DECODER_PANICS, DECODE_JOBS, DECODE_SLICES, PREFETCH_YIELDS};
 use crate::urgency::Urgency;
 use media::{DecodeError, Picture, Span};
@@ -51,26 +52,40 @@ struct Queue {
     jobs: VecDeque<Job>,
     /// Threads waiting for work.
     idle_threads: usize,
+    /// Jobs on a thread now.
+    running: usize,
     stopped: bool,
 }
 
 impl Queue {
-    /// The job to run next (see the module header), with its decoder.
+    /// The job to run next (see the module header), with its decoder. A job
+    /// whose video needs a new decoder that does not fit in the memory
+    /// budget waits until memory is given back; if no job is running (none
+    /// will give any back) one such job is answered `NoMemory` (`busy`),
+    /// which frees its bytes.
     fn take(&mut self) -> Option<(Job, Checkout)> {
-        self.jobs.retain(|job| !job.reply.is_closed());
-        let runnable = |job: &Job| job.decoders.can_take(job.position);
-        let at = self
-            .jobs
-            .iter()
-            .position(|job| job.urgency.is_urgent() && runnable(job))
-            .or_else(|| self.jobs.iter().position(runnable))?;
-        let job = self.jobs.remove(at)?;
-        match job.decoders.check_out(job.position) {
-            Some(checkout) => Some((job, checkout)),
-            None => {
-                self.jobs.insert(at, job);
-                None
+        loop {
+            self.jobs.retain(|job| !job.reply.is_closed());
+            let runnable = |job: &Job| job.decoders.can_take(job.position);
+            let urgent = (0..self.jobs.len()).filter(|&at| self.jobs[at].urgency.is_urgent());
+            let rest = (0..self.jobs.len()).filter(|&at| !self.jobs[at].urgency.is_urgent());
+            let candidates: Vec<usize> = urgent.chain(rest).filter(|&at| runnable(&self.jobs[at])).collect();
+            let mut starved = None;
+            for at in candidates {
+                match self.jobs[at].decoders.check_out(self.jobs[at].position) {
+                    Ok(Some(checkout)) => {
+                        self.running += 1;
+                        return self.jobs.remove(at).map(|job| (job, checkout));
+                    }
+                    Ok(None) => {}
+                    Err(NoMemory) => starved = starved.or(Some(at)),
+                }
             }
+            let at = starved.filter(|_| self.running == 0)?;
+            let job = self.jobs.remove(at)?;
+            tracing::debug!(position = job.position, "no memory for a decoder and none in use: busy");
+            MemoryBudget::refused(Holder::Decoders);
+            let _ = job.reply.send(Err(DecodeError::Failed(NoMemory.into())));
         }
     }
 
@@ -185,6 +200,7 @@ fn work(shared: &Shared) {
             }
         };
         run(shared, job, checkout);
+        shared.lock().running -= 1;
         // A decoder came back: a job waiting for one may run now.
         shared.changed.notify_all();
     }
@@ -236,13 +252,13 @@ fn run(shared: &Shared, mut job: Job, checkout: Checkout) {
     match decoded {
         Ok((Err(DecodeError::Cancelled), work)) if sliced.get() => {
             // Its time slice is over: back in the queue, behind the waiting request.
-            decoders.check_in(job.position, player);
+            decoders.check_in(job.position, player, true);
             metrics::counter!(DECODE_SLICES).increment(1);
             job.spent = work;
             shared.lock().jobs.push_back(job);
         }
         Ok((result, work)) => {
-            decoders.check_in(job.position, player);
+            decoders.check_in(job.position, player, false);
             tracing::debug!(position = job.position, decoded = work.decoded, seeked = work.seeked, "decoded");
             decoders.report(work);
             let _ = job.reply.send(result);
@@ -262,20 +278,41 @@ fn run(shared: &Shared, mut job: Job, checkout: Checkout) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decoders::PlayerMemory;
     use media::source::FileSource;
     use media::{Player, Threading, VideoIndex};
     use std::time::Duration;
 
     /// The decoders of a file held in memory, and a span of all of it.
     fn open(path: &std::path::Path, limit: usize) -> (Arc<Decoders>, Arc<VideoIndex>, Span) {
+        open_within(path, limit, &plenty_of_memory())
+    }
+
+    fn plenty_of_memory() -> Arc<MemoryBudget> {
+        MemoryBudget::new(1 << 40, 0).0
+    }
+
+    /// `open` with each decoder reserving `PLAYER_BYTES` of `budget`.
+    fn open_within(
+        path: &std::path::Path,
+        limit: usize,
+        budget: &Arc<MemoryBudget>,
+    ) -> (Arc<Decoders>, Arc<VideoIndex>, Span) {
         let index = Arc::new(media::probe::index(&FileSource::open(path).unwrap(), &Default::default()).unwrap());
         let span = Span::new(0, std::fs::read(path).unwrap().into());
         let make = {
             let index = index.clone();
             move || Player::new(&index, Threading::Single, 24 << 20)
         };
-        let first = make().unwrap();
+        let first = (make().unwrap(), player_memory(budget));
         (Arc::new(Decoders::new(index.clone(), first, limit, make, |_| {})), index, span)
+    }
+
+    const PLAYER_BYTES: u64 = 1000;
+
+    fn player_memory(budget: &Arc<MemoryBudget>) -> PlayerMemory {
+        let first = budget.reserve(Holder::Decoders, PLAYER_BYTES).expect("room for the first decoder");
+        PlayerMemory { budget: budget.clone(), bytes: PLAYER_BYTES, first }
     }
 
     /// Decode positions of the last sample of each GOP, last GOP first: every
@@ -392,7 +429,8 @@ mod tests {
         };
         let counted = {
             let seeks = seeks.clone();
-            Arc::new(Decoders::new(index.clone(), make().unwrap(), 2, make, move |work: Work| {
+            let first = (make().unwrap(), player_memory(&plenty_of_memory()));
+            Arc::new(Decoders::new(index.clone(), first, 2, make, move |work: Work| {
                 if work.seeked {
                     seeks.fetch_add(1, Ordering::Relaxed);
                 }
@@ -441,6 +479,58 @@ mod tests {
         assert_eq!(order, vec![("other", true), ("long", true)], "the other video's frame went first");
         // The long seek was resumed on its positioned decoder, not restarted.
         assert_eq!(long_decoders.count(), 1);
+    }
+
+    /// The memory budget's view of one video's decoders (a channel in the server).
+    struct IdleDecoders(Arc<Decoders>);
+
+    impl crate::memory_budget::Reclaim for IdleDecoders {
+        fn idle_for(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn drop_idle_decoders(&self) {
+            self.0.release_reclaimable();
+        }
+        fn drop_cached_bytes(&self) {}
+    }
+
+    #[tokio::test]
+    async fn a_job_that_needs_a_decoder_the_budget_cannot_hold_waits_for_one_to_come_back() {
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let budget = MemoryBudget::new(PLAYER_BYTES, 0).0; // one decoder
+        let (decoders, index, span) = open_within(&video.path, 2, &budget);
+        let pool = DecodePool::start(2).unwrap();
+        // Two seeks far apart: two decoders if memory allowed, here one after the other on one.
+        let ends = gop_ends_backwards(&index);
+        let (a, b) = tokio::join!(
+            pool.picture(&decoders, (ends[0], true), span.clone(), None, Urgency::requested()),
+            pool.picture(&decoders, (ends[ends.len() - 1], true), span.clone(), None, Urgency::requested()),
+        );
+        assert!(a.is_ok() && b.is_ok(), "both frames decode");
+        assert_eq!(decoders.count(), 1, "never more decoders than the budget holds");
+        assert_eq!(budget.held(), PLAYER_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_new_decoder_takes_the_memory_of_another_video_s_idle_one_else_the_job_is_answered_busy() {
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let budget = MemoryBudget::new(2 * PLAYER_BYTES, 0).0;
+        let (idle_video, _, _) = open_within(&video.path, 1, &budget);
+        let (busy_video, index, span) = open_within(&video.path, 1, &budget);
+        busy_video.release_idle(Duration::ZERO); // its next job needs a new decoder
+        let _bytes_in_use = budget.reserve(Holder::Spans, PLAYER_BYTES).unwrap();
+        let pool = DecodePool::start(1).unwrap();
+        let last = index.samples.len() as u32 - 1;
+
+        let refused = pool.picture(&busy_video, (last, true), span.clone(), None, Urgency::requested()).await;
+        let Err(DecodeError::Failed(cause)) = refused else { panic!("not refused: {:?}", refused.err()) };
+        assert!(cause.is::<NoMemory>(), "{cause:#}");
+
+        let reclaim: Arc<dyn crate::memory_budget::Reclaim> = Arc::new(IdleDecoders(idle_video.clone()));
+        budget.register(Arc::downgrade(&reclaim));
+        let decoded = pool.picture(&busy_video, (last, true), span.clone(), None, Urgency::requested()).await;
+        assert!(decoded.is_ok(), "decodes once the other video's idle decoder is dropped");
+        assert_eq!((idle_video.count(), busy_video.count()), (0, 1));
     }
 
     #[tokio::test]

@@ -10,9 +10,15 @@
 //! dropped after a short time (`release_idle`), so an open video nobody
 //! watches holds no decoder memory; the next job makes a new one.
 //!
+//! Every player holds a reservation of the memory budget for what it may
+//! allocate (`Player::memory_needed`); one that cannot get it is not made
+//! (`NoMemory`: the job waits for memory), and the budget may drop idle
+//! players of any video to make room.
+//!
 //! A player that panicked is dropped, never reused. If a new player cannot
 //! be made, the video reports itself broken and is reopened.
 
+use crate::memory_budget::{Holder, MemoryBudget, Reservation};
 use media::{Player, VideoIndex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,9 +49,17 @@ impl Work {
 type MakePlayer = dyn Fn() -> anyhow::Result<Player> + Send + Sync;
 type OnWork = dyn Fn(Work) + Send + Sync;
 
+/// A new decoder would not fit in the memory budget.
+#[derive(Debug, thiserror::Error)]
+#[error("no memory for another decoder: the memory budget is full of decoders and bytes in use")]
+pub struct NoMemory;
+
 pub struct Decoders {
     pub index: Arc<VideoIndex>,
     make: Box<MakePlayer>,
+    memory: Arc<MemoryBudget>,
+    /// What each player reserves.
+    player_bytes: u64,
     on_work: Box<OnWork>,
     limit: usize,
     state: Mutex<State>,
@@ -61,14 +75,44 @@ const NEAR_SAMPLES: u32 = 32;
 #[derive(Default)]
 struct State {
     idle: Vec<Idle>,
-    /// One entry per player out with a job (or being made for one): its
-    /// run's decode start and the job's target.
-    working: Vec<(u32, u32)>,
+    /// One entry per player out with a job (or being made for one).
+    working: Vec<Working>,
 }
 
 struct Idle {
     player: Player,
     last_used: Instant,
+    memory: Reservation,
+    /// Its job's time slice ended and the job will take it up again: the
+    /// memory budget leaves it alone for `RESUME_GRACE`.
+    resumes: bool,
+}
+
+/// How long the player of a job between time slices is kept from the memory budget's reclaim.
+const RESUME_GRACE: Duration = Duration::from_secs(2);
+
+impl Idle {
+    fn reclaimable(&self) -> bool {
+        !self.resumes || self.last_used.elapsed() >= RESUME_GRACE
+    }
+}
+
+struct Working {
+    /// Where the player's run of decoding started.
+    run_start: u32,
+    /// The job's frame.
+    target: u32,
+    /// The player's share of the memory budget.
+    memory: Reservation,
+}
+
+/// What `Decoders::new` needs to make players within the memory budget.
+pub struct PlayerMemory {
+    pub budget: Arc<MemoryBudget>,
+    /// What each player reserves.
+    pub bytes: u64,
+    /// The reservation of the player made while opening.
+    pub first: Reservation,
 }
 
 /// A player for one job: an idle one, or a slot to make a new one in.
@@ -82,15 +126,18 @@ impl Decoders {
     /// stream decodes); `make` makes more; `on_work` hears what jobs cost.
     pub fn new(
         index: Arc<VideoIndex>,
-        first: Player,
+        (first, memory): (Player, PlayerMemory),
         limit: usize,
         make: impl Fn() -> anyhow::Result<Player> + Send + Sync + 'static,
         on_work: impl Fn(Work) + Send + Sync + 'static,
     ) -> Self {
-        let state = State { idle: vec![Idle { player: first, last_used: Instant::now() }], ..State::default() };
+        let first = Idle { player: first, last_used: Instant::now(), memory: memory.first, resumes: false };
+        let state = State { idle: vec![first], ..State::default() };
         Self {
             index,
             make: Box::new(make),
+            memory: memory.budget,
+            player_bytes: memory.bytes,
             on_work: Box::new(on_work),
             limit: limit.max(1),
             state: Mutex::new(state),
@@ -117,7 +164,7 @@ impl Decoders {
         state
             .working
             .iter()
-            .any(|&(run_start, working_on)| run_start <= start && target <= working_on.saturating_add(NEAR_SAMPLES))
+            .any(|working| working.run_start <= start && target <= working.target.saturating_add(NEAR_SAMPLES))
     }
 
     /// Where a seek to decode position `target` starts (`None` past the index).
@@ -126,25 +173,30 @@ impl Decoders {
     }
 
     /// Takes the best player for decode position `target` (see the module
-    /// header), or a slot to make one; `None` when all are out.
-    pub fn check_out(&self, target: u32) -> Option<Checkout> {
+    /// header), or a slot to make one with its memory reserved; `Ok(None)`
+    /// when all are out, `NoMemory` when a new one would not fit now.
+    pub fn check_out(&self, target: u32) -> Result<Option<Checkout>, NoMemory> {
         let mut state = self.lock();
         let seek_start = self.decode_start(target).unwrap_or(target);
         let positioned = state.idle.iter().position(|idle| idle.player.continues_to(&self.index, target));
-        let least_recent = state.idle.iter().enumerate().min_by_key(|(_, idle)| idle.last_used).map(|(at, _)| at);
-        let (checkout, run_start) = if let Some(at) = positioned {
-            let player = state.idle.swap_remove(at).player;
-            let run_start = player.run_start().unwrap_or(seek_start);
-            (Checkout::Ready(player), run_start)
-        } else if let Some(at) = least_recent {
-            (Checkout::Ready(state.idle.swap_remove(at).player), seek_start)
+        let least_recent =
+            state.idle.iter().enumerate().min_by_key(|(_, idle)| (idle.resumes, idle.last_used)).map(|(at, _)| at);
+        let (checkout, run_start, memory) = if let Some(at) = positioned.or(least_recent) {
+            let idle = state.idle.swap_remove(at);
+            let run_start =
+                if positioned.is_some() { idle.player.run_start().unwrap_or(seek_start) } else { seek_start };
+            (Checkout::Ready(idle.player), run_start, idle.memory)
         } else if state.working.len() < self.limit {
-            (Checkout::MakeNew, seek_start)
+            // Reserving may drop idle players, of this video too: not under its lock.
+            drop(state);
+            let memory = self.memory.reserve(Holder::Decoders, self.player_bytes).ok_or(NoMemory)?;
+            state = self.lock();
+            (Checkout::MakeNew, seek_start, memory)
         } else {
-            return None;
+            return Ok(None);
         };
-        state.working.push((run_start, target));
-        Some(checkout)
+        state.working.push(Working { run_start, target, memory });
+        Ok(Some(checkout))
     }
 
     /// A new player for a `MakeNew` slot; a failure marks the video broken.
@@ -152,23 +204,25 @@ impl Decoders {
         (self.make)().inspect_err(|_| self.broken.store(true, Ordering::Relaxed))
     }
 
-    /// Gives a player back after its job for `target`.
-    pub fn check_in(&self, target: u32, player: Player) {
+    /// Gives a player back after its job for `target`; `resumes` when the
+    /// job will take it up again (its time slice ended).
+    pub fn check_in(&self, target: u32, player: Player, resumes: bool) {
         let mut state = self.lock();
-        Self::done(&mut state, target);
-        state.idle.push(Idle { player, last_used: Instant::now() });
+        if let Some(working) = Self::done(&mut state, target) {
+            state.idle.push(Idle { player, last_used: Instant::now(), memory: working.memory, resumes });
+        }
     }
 
     /// Frees the slot of the player of the job for `target`, which is gone
     /// (it panicked, or could not be made).
     pub fn forget(&self, target: u32) {
-        Self::done(&mut self.lock(), target);
+        let gone = Self::done(&mut self.lock(), target);
+        drop(gone); // its reservation, outside the lock
     }
 
-    fn done(state: &mut State, target: u32) {
-        if let Some(at) = state.working.iter().position(|&(_, working_on)| working_on == target) {
-            state.working.swap_remove(at);
-        }
+    fn done(state: &mut State, target: u32) -> Option<Working> {
+        let at = state.working.iter().position(|working| working.target == target)?;
+        Some(state.working.swap_remove(at))
     }
 
     pub fn report(&self, work: Work) {
@@ -177,10 +231,26 @@ impl Decoders {
 
     /// Drops players idle for `age` or longer; how many.
     pub fn release_idle(&self, age: Duration) -> usize {
+        self.release(|idle| idle.last_used.elapsed() >= age)
+    }
+
+    /// Drops the idle players the memory budget may take (not those a job
+    /// between time slices will take up again).
+    pub fn release_reclaimable(&self) -> usize {
+        self.release(Idle::reclaimable)
+    }
+
+    fn release(&self, drop_it: impl Fn(&Idle) -> bool) -> usize {
         let mut state = self.lock();
-        let before = state.idle.len();
-        state.idle.retain(|idle| idle.last_used.elapsed() < age);
-        before - state.idle.len()
+        let (old, kept): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut state.idle).into_iter().partition(drop_it);
+        state.idle = kept;
+        drop(state); // players and reservations go outside the lock
+        let dropped = old.len();
+        drop(old);
+        if dropped > 0 {
+            crate::allocator::return_freed_memory();
+        }
+        dropped
     }
 
     /// Players in existence (idle or out with a job).

@@ -38,6 +38,11 @@ impl FrameCache {
         Self { cache: Cache::with_weighter(estimated_items, capacity_bytes.max(1), JpegBytes) }
     }
 
+    /// Bytes held now (JPEGs and their keys).
+    pub fn bytes(&self) -> u64 {
+        self.cache.weight()
+    }
+
     pub fn get(&self, key: &FrameKey) -> Option<Bytes> {
         self.cache.get(key)
     }

@@ -5,6 +5,7 @@
 //! video: index, decoder, fetched bytes) → sessions (one per WebSocket) and
 //! the HTTP routes.
 
+pub mod allocator;
 pub mod auth;
 pub mod channel;
 pub mod channels;
@@ -17,6 +18,7 @@ pub mod failure;
 pub mod frame_cache;
 pub mod index_document;
 pub mod listener;
+pub mod memory_budget;
 pub mod metrics;
 pub mod protocol;
 pub mod readiness;
@@ -56,11 +58,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
     let address = listener.local_addr()?;
+    let (memory, frame_cache_bytes) = memory_budget::MemoryBudget::new(args.memory_budget(), args.cache_bytes);
     let state = Arc::new(AppState {
         channels: Channels::new(
             storage.clone(),
             channel::Shared {
-                frames: frame_cache::FrameCache::new(args.cache_bytes),
+                frames: frame_cache::FrameCache::new(frame_cache_bytes),
                 encode_slots: encode_slots::EncodeSlots::new(args.encode_threads()),
                 threading: args.decoder_threading.resolve(args.decode_threads()),
                 pool: decode_pool::DecodePool::start(args.decode_threads())
@@ -68,6 +71,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 decoders_per_video: args.decoders_per_video.unwrap_or(args.decode_threads()),
                 skip_unreferenced: !args.seek_all_pictures,
                 index_time: std::time::Duration::from_secs(args.index_timeout_secs),
+                memory,
             },
             args.max_open_videos,
         ),
@@ -84,7 +88,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let instance = state.args.instance();
     let version = env!("CARGO_PKG_VERSION");
     ::metrics::gauge!(crate::metrics::INSTANCE, "instance" => instance.clone(), "version" => version).set(1.0);
-    tracing::info!(%address, storage = %storage.describe(), instance, "listening");
+    tracing::info!(%address, storage = %storage.describe(), instance, memory_budget = state.args.memory_budget(), "listening");
     let limits = listener::Limits {
         max_connections: state.args.max_connections,
         header_timeout: std::time::Duration::from_secs(state.args.http_header_timeout_secs),

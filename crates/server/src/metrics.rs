@@ -29,6 +29,10 @@ pub const SEEK_PICTURES: &str = "bucket_streamer_seek_pictures";
 pub const INSTANCE: &str = "bucket_streamer_instance_info";
 pub const VIDEO_FRAMES_DECODED: &str = "bucket_streamer_video_frames_decoded_total";
 pub const VIDEO_OPENS: &str = "bucket_streamer_video_opens_total";
+pub const MEMORY_BUDGET: &str = "bucket_streamer_memory_budget_bytes";
+pub const MEMORY_HELD: &str = "bucket_streamer_memory_held_bytes";
+pub const MEMORY_RECLAIMED: &str = "bucket_streamer_memory_reclaims_total";
+pub const MEMORY_REFUSALS: &str = "bucket_streamer_memory_refusals_total";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn install() -> PrometheusHandle {
@@ -92,6 +96,22 @@ fn describe() {
         "Pictures decoded, by video (the first 100 videos by path, the rest as \"other\")"
     );
     metrics::describe_counter!(VIDEO_OPENS, "Videos opened (indexed), by video (first 100 by path, then \"other\")");
+    metrics::describe_gauge!(
+        MEMORY_BUDGET,
+        "--memory-budget: bytes decoders, fetched bytes, indexes and the frame cache may hold"
+    );
+    metrics::describe_gauge!(
+        MEMORY_HELD,
+        "Bytes held against the memory budget, by holder (decoders, spans, indexes, frames)"
+    );
+    metrics::describe_counter!(
+        MEMORY_RECLAIMED,
+        "Reservations that fitted after idle decoders or cached bytes were dropped"
+    );
+    metrics::describe_counter!(
+        MEMORY_REFUSALS,
+        "Requests answered busy because the memory budget was full of memory in use, by holder"
+    );
     // Every series exists from the first scrape, so dashboards and rate() work on a fresh pod.
     for counter in [
         STORAGE_REQUESTS,
@@ -107,6 +127,8 @@ fn describe() {
         DECODER_PANICS,
         SESSIONS_CLOSED,
         CONNECTIONS_REFUSED,
+        MEMORY_RECLAIMED,
+        MEMORY_REFUSALS,
     ] {
         metrics::counter!(counter).absolute(0);
     }

@@ -273,5 +273,7 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let frames = state.channels.frame_cache_bytes();
+    ::metrics::gauge!(crate::metrics::MEMORY_HELD, "holder" => "frames").set(frames as f64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

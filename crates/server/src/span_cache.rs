@@ -30,6 +30,11 @@ impl SpanCache {
         covering.or_else(extendable).cloned()
     }
 
+    /// Drops every span (the memory budget needs the room).
+    pub fn clear(&mut self) {
+        self.spans.clear();
+    }
+
     pub fn insert(&mut self, span: Span) {
         let range = span.range();
         self.spans.retain(|old| !(old.range().start >= range.start && old.range().end <= range.end));
