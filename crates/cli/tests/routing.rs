@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{binary, scratch_dir, small_rgb, stock, MIN_PSNR};
+use common::{binary, check_saved, scratch_dir, small_rgb, stock, summary, MIN_PSNR};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
@@ -173,37 +173,6 @@ fn play(nginx: &Nginx, videos: &[&str], clients: usize, seconds: u64, out: &Path
         command.args(["--video", video]);
     }
     command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("bench starts")
-}
-
-fn summary(bench: Child) -> Value {
-    let output = bench.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed: {stderr}");
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("bench printed no JSON: {stderr}"))
-}
-
-/// Every frame bench saved (client c plays video c % n) matches FFmpeg's decode.
-fn check_saved(out: &Path, videos: &[(String, Fixture)]) -> usize {
-    let mut references = HashMap::new();
-    let mut checked = 0;
-    for entry in std::fs::read_dir(out).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        let (client, frame) = name
-            .strip_prefix("client")
-            .and_then(|rest| rest.strip_suffix(".jpg")?.split_once("_frame"))
-            .map(|(c, f)| (c.parse::<usize>().unwrap(), f.parse::<usize>().unwrap()))
-            .unwrap();
-        let (key, fixture) = &videos[client % videos.len()];
-        let (factor, reference) = references.entry(client % videos.len()).or_insert_with(|| {
-            let factor = factor_for(testkit::reference::stream_info(&fixture.path).unwrap().width as usize);
-            (factor, testkit::reference::frames(&fixture.path, factor).unwrap())
-        });
-        let jpeg = std::fs::read(out.join(&name)).unwrap();
-        check_frame(&small_rgb(&jpeg, *factor).unwrap(), reference, frame, MIN_PSNR)
-            .unwrap_or_else(|reason| panic!("{key}, {name}: {reason}"));
-        checked += 1;
-    }
-    checked
 }
 
 /// Waits until some server has decoded `key`; its index.

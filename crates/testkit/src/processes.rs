@@ -32,10 +32,19 @@ impl Running {
 
     /// Resident memory of the process in bytes (Linux), 0 when unknown.
     pub fn rss_bytes(&self) -> u64 {
+        self.memory_status("VmRSS:")
+    }
+
+    /// The most resident memory the process has had, in bytes (Linux), 0 when unknown.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.memory_status("VmHWM:")
+    }
+
+    fn memory_status(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let kib = status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
         kib.unwrap_or(0) * 1024
     }

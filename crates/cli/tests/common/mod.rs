@@ -255,3 +255,35 @@ pub fn check_capture(capture: &Value, reference: &[testkit::image::SmallImage], 
         .map(|_| ())
         .map_err(|reason| format!("canvas of step {}: {reason}", capture["capture"]))
 }
+
+/// The JSON summary of a `bench` run that must succeed.
+pub fn summary(bench: std::process::Child) -> Value {
+    let output = bench.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("bench printed no JSON: {stderr}"))
+}
+
+/// Every frame bench saved (client c plays video c % n) matches FFmpeg's decode.
+pub fn check_saved(out: &Path, videos: &[(String, Fixture)]) -> usize {
+    let mut references = std::collections::HashMap::new();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(out).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let (client, frame) = name
+            .strip_prefix("client")
+            .and_then(|rest| rest.strip_suffix(".jpg")?.split_once("_frame"))
+            .map(|(c, f)| (c.parse::<usize>().unwrap(), f.parse::<usize>().unwrap()))
+            .unwrap();
+        let (key, fixture) = &videos[client % videos.len()];
+        let (factor, reference) = references.entry(client % videos.len()).or_insert_with(|| {
+            let factor = factor_for(testkit::reference::stream_info(&fixture.path).unwrap().width as usize);
+            (factor, testkit::reference::frames(&fixture.path, factor).unwrap())
+        });
+        let jpeg = std::fs::read(out.join(&name)).unwrap();
+        check_frame(&small_rgb(&jpeg, *factor).unwrap(), reference, frame, MIN_PSNR)
+            .unwrap_or_else(|reason| panic!("{key}, {name}: {reason}"));
+        checked += 1;
+    }
+    checked
+}
