@@ -50,6 +50,14 @@ impl Span {
         self.pieces.push((end, bytes));
     }
 
+    /// Drops the leading pieces that end at or before `offset` (nobody
+    /// decoding from `offset` on needs them).
+    pub fn drop_before(&mut self, offset: u64) {
+        let ends_before = |(start, bytes): &(u64, Bytes)| start + bytes.len() as u64 <= offset;
+        let gone = self.pieces.iter().take_while(|piece| ends_before(piece)).count();
+        self.pieces.drain(..gone.min(self.pieces.len().saturating_sub(1)));
+    }
+
     pub fn range(&self) -> Range<u64> {
         let start = self.pieces.first().map_or(0, |(offset, _)| *offset);
         let end = self.pieces.last().map_or(0, |(offset, bytes)| offset + bytes.len() as u64);

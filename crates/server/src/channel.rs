@@ -16,18 +16,17 @@ use crate::decoders::{Decoders, NoMemory, PlayerMemory};
 use crate::encode_slots::EncodeSlots;
 pub use crate::failure::{Failure, FrameFailure};
 use crate::frame_cache::{FrameCache, FrameKey};
+use crate::gop_bytes::{GopBytes, READ_AHEAD_BYTES};
 use crate::memory_budget::{Holder, MemoryBudget, Reclaim, Reservation};
 use crate::metrics::{
-    Timer, DECODE_SECONDS, ENCODE_SECONDS, FETCH_SECONDS, FRAMES_DECODED, PICTURES_SKIPPED, SEEK_PICTURES,
-    VIDEO_FRAMES_DECODED, VIDEO_OPENS,
+    Timer, DECODE_SECONDS, ENCODE_SECONDS, FRAMES_DECODED, PICTURES_SKIPPED, SEEK_PICTURES, VIDEO_FRAMES_DECODED,
+    VIDEO_OPENS,
 };
-use crate::span_cache::SpanCache;
 use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
 use crate::urgency::Urgency;
 use bytes::Bytes;
-use media::{DecodeError, Player, Span, Threading, VideoIndex};
+use media::{DecodeError, Player, Threading, VideoIndex};
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -79,10 +78,6 @@ impl OpenError {
 
 /// Decoded pictures a player keeps for neighbouring requests.
 const KEPT_PICTURE_BYTES: usize = 24 << 20;
-/// Fetched GOP bytes kept per video.
-const SPAN_CACHE_BYTES: usize = 32 << 20;
-/// How far past the requested frame sequential access reads ahead.
-const READ_AHEAD_BYTES: u64 = 8 << 20;
 /// Samples read past the last frame a reader is known to want: the decoder
 /// must see a few more pictures before B-frame reordering lets that frame
 /// out, and at a GOP boundary the next IRAP and its leading pictures follow.
@@ -90,10 +85,6 @@ const READ_AHEAD_BYTES: u64 = 8 << 20;
 const READ_AHEAD_SAMPLES: u32 = 16;
 /// Frames decoded and encoded ahead of a sequential reader.
 const PREFETCH_FRAMES: u32 = 4;
-/// Largest run of bytes one frame may need (its IRAP to itself). Real GOPs
-/// are far smaller; a crafted index could otherwise make one request read a
-/// whole multi-gigabyte object into memory.
-const MAX_SPAN_BYTES: u64 = 256 << 20;
 
 /// What all channels of the process share.
 pub struct Shared {
@@ -120,11 +111,10 @@ pub struct Channel {
     pub path: VideoPath,
     pub url: String,
     pub index: Arc<VideoIndex>,
-    storage: Arc<Storage>,
     shared: Arc<Shared>,
     decoders: Arc<Decoders>,
-    /// Held across the read so concurrent requests of one GOP fetch it once.
-    spans: tokio::sync::Mutex<SpanCache>,
+    /// The GOP bytes fetched from storage.
+    bytes: GopBytes,
     /// Frames being prefetched, raised to urgent when a request joins one.
     prefetching: Mutex<HashMap<FrameKey, Urgency>>,
     /// Presentation number of the last frame asked for, to detect playback.
@@ -196,12 +186,11 @@ impl Channel {
         Ok(Self {
             id,
             url: storage.url_of(&path),
+            bytes: GopBytes::new(storage, path.clone(), shared.memory.clone()),
             path,
             index,
-            storage,
             shared,
             decoders: Arc::new(decoders),
-            spans: tokio::sync::Mutex::new(SpanCache::new(SPAN_CACHE_BYTES)),
             prefetching: Mutex::new(HashMap::new()),
             last_requested: Mutex::new(None),
             last_used: Mutex::new(std::time::Instant::now()),
@@ -260,7 +249,7 @@ impl Channel {
         let start = positions.iter().map(|&p| Player::required_bytes(&self.index, p).start).min().unwrap_or(0);
         let needed = Player::required_bytes(&self.index, last);
         let end = self.read_ahead_end(last, Some(self.past_furthest(last)), needed.end);
-        let span = self.span_covering(start.min(needed.start)..needed.end, end).await?;
+        let span = self.bytes.covering(start.min(needed.start)..needed.end, end).await?;
         Ok(span.len() as u64)
     }
 
@@ -356,8 +345,28 @@ impl Channel {
         let jpeg = self.shared.frames.get_or_load(key, produce).await?;
         if sequential {
             self.prefetch_after(position, quality);
+            self.read_ahead_gops(position);
         }
         Ok(jpeg)
+    }
+
+    /// Fetches the bytes of the GOPs after `position`'s in the background
+    /// (more of them when storage is slow, see `gop_bytes.rs`), so playback
+    /// finds the next GOP here when it gets there.
+    fn read_ahead_gops(self: &Arc<Self>, position: u32) {
+        let last_sample = self.index.samples.len() as u32 - 1;
+        let mut last = position;
+        for _ in 0..=self.bytes.read_ahead_gops() {
+            last = self.gop_end(last.saturating_add(1).min(last_sample));
+        }
+        let needed = Player::required_bytes(&self.index, position);
+        let wanted_end = self.read_ahead_end(position, Some(self.past_furthest(last)), needed.end);
+        let channel = self.clone();
+        tokio::spawn(async move {
+            if let Err(failure) = channel.bytes.covering(needed, wanted_end).await {
+                tracing::debug!("reading ahead failed: {failure:?}");
+            }
+        });
     }
 
     /// Records a request; true when it is the frame shown right after the previous one.
@@ -419,7 +428,7 @@ impl Channel {
     ) -> Result<Bytes, FrameFailure> {
         let needed = Player::required_bytes(&self.index, position);
         let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
-        let span = self.span_covering(needed, wanted_end).await?;
+        let span = self.bytes.covering(needed, wanted_end).await?;
         let decode_timer = Timer::new(DECODE_SECONDS);
         // A frame with no read ahead is asked for on its own (random access).
         let alone = read_ahead_to.is_none();
@@ -459,57 +468,6 @@ impl Channel {
         let samples = &self.index.samples[position as usize + 1..=last as usize];
         samples.iter().map(|s| s.end()).take_while(|&end| end <= limit).fold(needed_end, u64::max)
     }
-
-    /// Bytes covering `needed` and, for read-ahead, up to `wanted_end`:
-    /// from the cache, by extending a cached span of the same GOP with just
-    /// the missing tail, or with one new range read.
-    /// Every read of GOP bytes (requests, prefetch, chunk preloads) goes
-    /// through here, so this is where a crafted index's span is bounded.
-    async fn span_covering(&self, needed: Range<u64>, wanted_end: u64) -> Result<Span, FrameFailure> {
-        if needed.end - needed.start > MAX_SPAN_BYTES {
-            return Err(FrameFailure::new(
-                Failure::TooLarge,
-                format!(
-                    "decoding this frame needs {} bytes from its keyframe on, more than the {MAX_SPAN_BYTES} allowed",
-                    needed.end - needed.start
-                ),
-            ));
-        }
-        let mut spans = self.spans.lock().await;
-        let Some(mut span) = spans.find(&needed) else {
-            let span = Span::new(needed.start, self.read(needed.start..wanted_end).await?);
-            spans.insert(span.clone());
-            return Ok(span);
-        };
-        let held_end = span.range().end;
-        // Enough when it covers the frame and holds either all that was asked
-        // for or half the read-ahead window (so long GOPs are not read sample by sample).
-        let enough = held_end >= wanted_end || (span.covers(&needed) && held_end >= needed.end + READ_AHEAD_BYTES / 2);
-        if !enough {
-            span.extend(self.read(held_end..wanted_end).await?);
-            spans.insert(span.clone());
-        }
-        Ok(span)
-    }
-
-    /// Reads `range`; its bytes hold a reservation of the memory budget
-    /// for as long as any copy of them lives.
-    async fn read(&self, range: Range<u64>) -> Result<Bytes, FrameFailure> {
-        let Some(memory) = self.shared.memory.reserve(Holder::Spans, range.end - range.start) else {
-            MemoryBudget::refused(Holder::Spans);
-            return Err(FrameFailure::new(
-                Failure::Busy,
-                "no memory for this frame's bytes: the memory budget is full of bytes in use; try again later",
-            ));
-        };
-        let _timer = Timer::new(FETCH_SECONDS);
-        let bytes = self
-            .storage
-            .read_range(&self.path, range)
-            .await
-            .map_err(|e| FrameFailure::new(Failure::StorageError, e.to_string()))?;
-        Ok(crate::memory_budget::reserved_bytes(bytes, memory))
-    }
 }
 
 /// What the memory budget may take back from an open video.
@@ -523,9 +481,6 @@ impl Reclaim for Channel {
     }
 
     fn drop_cached_bytes(&self) {
-        // A video whose bytes are being read right now keeps them.
-        if let Ok(mut spans) = self.spans.try_lock() {
-            spans.clear();
-        }
+        self.bytes.drop_cached();
     }
 }

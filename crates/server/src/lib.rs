@@ -16,6 +16,7 @@ pub mod drain;
 pub mod encode_slots;
 pub mod failure;
 pub mod frame_cache;
+pub mod gop_bytes;
 pub mod index_document;
 pub mod listener;
 pub mod memory_budget;

@@ -17,15 +17,19 @@ impl SpanCache {
         Self { spans: VecDeque::new(), limit_bytes }
     }
 
-    /// A span that covers `needed`, or one that starts at the same place and
-    /// can be extended to cover it.
+    /// The span that covers `needed` and reaches furthest past it, else the
+    /// one that starts at or before it and can be extended to cover it.
     pub fn find(&self, needed: &Range<u64>) -> Option<Span> {
-        let covering = self.spans.iter().find(|span| span.covers(needed));
+        let reach = |span: &&Span| span.range().end;
+        let covering = self.spans.iter().filter(|span| span.covers(needed)).max_by_key(reach);
         let extendable = || {
-            self.spans.iter().find(|span| {
-                let range = span.range();
-                range.start <= needed.start && needed.start < range.end && range.end < needed.end
-            })
+            self.spans
+                .iter()
+                .filter(|span| {
+                    let range = span.range();
+                    range.start <= needed.start && needed.start < range.end && range.end < needed.end
+                })
+                .max_by_key(reach)
         };
         covering.or_else(extendable).cloned()
     }
