@@ -160,6 +160,31 @@ pub struct IndexParts {
 }
 
 impl VideoIndex {
+    /// The frames (decode positions, in presentation order) of the IRAP section
+    /// that starts at decode position `irap`: its GOP in decode order, without
+    /// samples an edit list hides.
+    pub fn section(&self, irap: u32) -> Vec<u32> {
+        let mut positions: Vec<u32> = self
+            .samples
+            .iter()
+            .enumerate()
+            .skip(irap as usize)
+            .take_while(|(position, sample)| *position == irap as usize || !sample.keyframe)
+            .filter(|(_, sample)| sample.shown)
+            .map(|(position, _)| position as u32)
+            .collect();
+        positions.sort_by_key(|&position| self.sample(position).presentation);
+        positions
+    }
+
+    /// Decode position of the last sample of the GOP that `position` is in.
+    pub fn gop_end(&self, position: u32) -> u32 {
+        let samples = &self.samples;
+        let after = samples.get(position as usize + 1..).unwrap_or_default();
+        let next_irap = after.iter().position(|s| s.keyframe);
+        next_irap.map_or(samples.len() as u32 - 1, |offset| position + offset as u32)
+    }
+
     /// Derives GOP structure and presentation order from raw samples in
     /// decode order. Samples whose bytes lie past the end of the object (a
     /// recording cut short) end the stream there: the complete ones before

@@ -1,15 +1,17 @@
-//! One open video: its index, its positioned decoder and the bytes of the
-//! groups of pictures it has fetched. Every session using the video shares
-//! the channel, so the header is read once per process and neighbouring
-//! frames reuse fetched bytes and decoder state.
+//! One open video: its index, its decoders (`decoders.rs`) and the bytes of
+//! the groups of pictures it has fetched (`gop_bytes.rs`). Every session
+//! using the video shares the channel, so the header is read once per
+//! process and neighbouring frames reuse fetched bytes and decoder state.
+//! This file owns opening, offset checks and what each request makes the
+//! parts do.
 //!
 //! Decoding runs on the process's decode threads, with up to
-//! `--decoders-per-video` decoders of this video at once (`decoders.rs`),
-//! and JPEG encoding on blocking worker threads, so encoding overlaps the
-//! next decode. Encoded frames go
-//! through the process-wide frame cache (single flight). Sequential access
-//! reads ahead to the end of the GOP and prefetches the next few frames,
-//! below every requested frame.
+//! `--decoders-per-video` decoders of this video at once, and JPEG encoding
+//! on blocking worker threads, so encoding overlaps the next decode.
+//! Encoded frames go through the process-wide frame cache (single flight).
+//! Sequential access reads ahead (the rest of the GOP, and the next GOPs in
+//! the background) and prefetches the next few frames, below every
+//! requested frame.
 
 use crate::decode_pool::DecodePool;
 use crate::decoders::{Decoders, NoMemory, PlayerMemory};
@@ -223,24 +225,6 @@ impl Channel {
         self.decoders.release_idle(age)
     }
 
-    /// The frames (decode positions, in presentation order) of the IRAP section
-    /// that starts at decode position `irap`: its GOP in decode order, without
-    /// samples an edit list hides.
-    pub fn section(&self, irap: u32) -> Vec<u32> {
-        let mut positions: Vec<u32> = self
-            .index
-            .samples
-            .iter()
-            .enumerate()
-            .skip(irap as usize)
-            .take_while(|(position, sample)| *position == irap as usize || !sample.keyframe)
-            .filter(|(_, sample)| sample.shown)
-            .map(|(position, _)| position as u32)
-            .collect();
-        positions.sort_by_key(|&position| self.index.sample(position).presentation);
-        positions
-    }
-
     /// Fetches the bytes of these frames (and what they decode from) into the
     /// span cache, without decoding. Returns the bytes now held for them.
     pub async fn preload(&self, positions: &[u32]) -> Result<u64, FrameFailure> {
@@ -333,7 +317,7 @@ impl Channel {
         cancel: Option<Arc<AtomicBool>>,
     ) -> Result<Bytes, FrameFailure> {
         let sequential = self.note_request(position);
-        let read_ahead_to = if sequential { Some(self.gop_end(position)) } else { read_ahead_to };
+        let read_ahead_to = if sequential { Some(self.index.gop_end(position)) } else { read_ahead_to };
         // A lone frame reads exactly its span; more is read only when more is wanted.
         let read_ahead_to =
             read_ahead_to.filter(|&furthest| furthest > position).map(|furthest| self.past_furthest(furthest));
@@ -357,7 +341,7 @@ impl Channel {
         let last_sample = self.index.samples.len() as u32 - 1;
         let mut last = position;
         for _ in 0..=self.bytes.read_ahead_gops() {
-            last = self.gop_end(last.saturating_add(1).min(last_sample));
+            last = self.index.gop_end(last.saturating_add(1).min(last_sample));
         }
         let needed = Player::required_bytes(&self.index, position);
         let wanted_end = self.read_ahead_end(position, Some(self.past_furthest(last)), needed.end);
@@ -397,7 +381,7 @@ impl Channel {
             };
             let channel = self.clone();
             tokio::spawn(async move {
-                let read_ahead_to = Some(channel.past_furthest(channel.gop_end(next)));
+                let read_ahead_to = Some(channel.past_furthest(channel.index.gop_end(next)));
                 let produce = channel.produce(next, quality, read_ahead_to, None, urgency);
                 let _ = channel.shared.frames.get_or_load(key, produce).await;
                 channel.prefetching.lock().expect("prefetch lock").remove(&key);
@@ -409,13 +393,6 @@ impl Channel {
     /// further, within the video.
     fn past_furthest(&self, furthest: u32) -> u32 {
         furthest.saturating_add(READ_AHEAD_SAMPLES).min(self.index.samples.len() as u32 - 1)
-    }
-
-    /// Decode position of the last sample of the GOP that `position` is in.
-    fn gop_end(&self, position: u32) -> u32 {
-        let samples = &self.index.samples;
-        let next_irap = samples[position as usize + 1..].iter().position(|s| s.keyframe);
-        next_irap.map_or(samples.len() as u32 - 1, |offset| position + offset as u32)
     }
 
     async fn produce(

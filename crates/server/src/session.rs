@@ -441,7 +441,7 @@ fn register_chunks(
 fn chunk_positions(channel: &Channel, irap: u32, frames: Option<&[u64]>) -> Vec<u32> {
     match frames {
         Some(offsets) => offsets.iter().filter_map(|&offset| channel.index.position_at(offset)).collect(),
-        None => channel.section(irap),
+        None => channel.index.section(irap),
     }
 }
 
@@ -476,7 +476,7 @@ fn chunk_frames(
         .ok_or_else(|| format!("irap_offset {irap_offset} is not an IRAP of {}", channel.path.text))?;
     let offsets: Vec<u64> = match chunks.get(&irap_offset) {
         Some(Some(offsets)) => offsets.clone(),
-        _ => channel.section(irap).iter().map(|&p| index.sample(p).offset).collect(),
+        _ => channel.index.section(irap).iter().map(|&p| index.sample(p).offset).collect(),
     };
     Ok(offsets
         .into_iter()
