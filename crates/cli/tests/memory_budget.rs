@@ -43,6 +43,7 @@ fn eight_videos_under_a_budget_that_holds_two_decoders_get_every_frame_exactly()
     let videos = stock(&root, &fixtures);
     let server = start_local(&root, &["--memory-budget", &BUDGET.to_string(), "--decode-threads", "2"]);
 
+    assert_eq!(common::metric(&server, "bucket_streamer_memory_budget_bytes"), BUDGET as f64);
     let running = Arc::new(AtomicBool::new(true));
     let peak = Arc::new(Mutex::new((0.0f64, 0.0f64)));
     let watcher = {

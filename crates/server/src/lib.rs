@@ -59,6 +59,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen_addr))?;
     let address = listener.local_addr()?;
+    // First: every series below exists from the first scrape.
+    let metrics = metrics::install();
     let (memory, frame_cache_bytes) = memory_budget::MemoryBudget::new(args.memory_budget(), args.cache_bytes);
     let state = Arc::new(AppState {
         channels: Channels::new(
@@ -77,7 +79,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.max_open_videos,
         ),
         sessions: Arc::new(AtomicUsize::new(0)),
-        metrics: metrics::install(),
+        metrics,
         readiness: Arc::default(),
         auth: args.auth_jwt_secret.as_deref().map(auth::Auth::new),
         drain: drain::Drain::new(std::time::Duration::from_secs(args.drain_secs)),
