@@ -55,8 +55,6 @@ pub struct MemoryBudget {
     limit: u64,
     held: AtomicU64,
     by_holder: [AtomicU64; 3],
-    /// Bumped whenever memory is given back (work waiting for memory retries).
-    released: AtomicU64,
     reclaimers: Mutex<Vec<Weak<dyn Reclaim>>>,
 }
 
@@ -81,7 +79,6 @@ impl MemoryBudget {
             limit: total - frames,
             held: AtomicU64::new(0),
             by_holder: Default::default(),
-            released: AtomicU64::new(0),
             reclaimers: Mutex::new(Vec::new()),
         };
         for holder in Holder::ALL.map(Holder::label).into_iter().chain(["frames"]) {
@@ -150,17 +147,6 @@ impl MemoryBudget {
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Acquire)
     }
-
-    /// Changes whenever memory is given back.
-    pub fn releases(&self) -> u64 {
-        self.released.load(Ordering::Acquire)
-    }
-}
-
-impl Reservation {
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
 }
 
 impl Drop for Reservation {
@@ -168,7 +154,6 @@ impl Drop for Reservation {
         let budget = &self.budget;
         budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
         budget.change(self.holder, self.bytes, false);
-        budget.released.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -267,10 +252,8 @@ mod tests {
         assert_eq!(budget.held(), 100 + 300 + 450);
         assert!(budget.reserve(Holder::Decoders, 901).is_none(), "larger than the budget");
         assert!(budget.reserve(Holder::Decoders, 300).is_none(), "only memory in use left");
-        let released = budget.releases();
         drop((held, more));
         assert_eq!(budget.held(), 0);
-        assert!(budget.releases() > released);
     }
 
     #[test]
