@@ -86,16 +86,17 @@ pub struct Sps {
 impl Sps {
     /// Bytes of one decoded picture at the coded size: luma plus chroma
     /// planes, two bytes a sample above 8 bits.
+    /// A crafted SPS's sizes (up to 2^32 each) saturate instead of wrapping.
     pub fn picture_bytes(&self) -> u64 {
-        let luma = u64::from(self.coded_width) * u64::from(self.coded_height);
+        let luma = u64::from(self.coded_width).saturating_mul(u64::from(self.coded_height));
         let chroma = match (self.chroma_format_idc, self.separate_colour_plane) {
             (0, _) => 0,
             (1, false) => luma / 2,
             (2, false) => luma,
-            _ => luma * 2,
+            _ => luma.saturating_mul(2),
         };
         let sample_bytes = if self.bit_depth_luma > 8 { 2 } else { 1 };
-        (luma + chroma) * sample_bytes
+        luma.saturating_add(chroma).saturating_mul(sample_bytes)
     }
 }
 
@@ -374,6 +375,27 @@ mod tests {
         // A length that runs past the sample ends the walk; no VCL unit, no kind.
         assert_eq!(picture_kind(&[0, 0, 0, 200, 2, 1], NalFormat::LengthPrefixed(4)), None);
         assert_eq!(picture_kind(&[], NalFormat::LengthPrefixed(4)), None);
+    }
+
+    #[test]
+    fn a_crafted_sps_size_saturates_the_picture_size() {
+        let sps = Sps {
+            id: 0,
+            chroma_format_idc: 3,
+            separate_colour_plane: false,
+            width: u32::MAX,
+            height: u32::MAX,
+            bit_depth_luma: 16,
+            log2_max_poc_lsb: 4,
+            max_num_reorder: 0,
+            max_sub_layers_minus1: 0,
+            max_dec_pic_buffering: 16,
+            coded_width: u32::MAX,
+            coded_height: u32::MAX,
+        };
+        assert_eq!(sps.picture_bytes(), u64::MAX);
+        let small = Sps { coded_width: 1920, coded_height: 1088, chroma_format_idc: 1, bit_depth_luma: 10, ..sps };
+        assert_eq!(small.picture_bytes(), 1920 * 1088 * 3);
     }
 
     #[test]

@@ -169,16 +169,18 @@ impl Player {
     pub fn memory_needed(index: &VideoIndex, threads: Threading, keep_limit_bytes: usize) -> u64 {
         let pictures = index.decoder.pictures.unwrap_or(crate::index::PictureBuffers {
             count: 16, // the most HEVC allows
-            bytes: u64::from(index.width) * u64::from(index.height) * 3,
+            bytes: u64::from(index.width).saturating_mul(u64::from(index.height)).saturating_mul(3),
         });
         // libavcodec pads planes for its block sizes and alignment.
-        let picture = pictures.bytes + pictures.bytes / 16;
+        let picture = pictures.bytes.saturating_add(pictures.bytes / 16);
         let extra_threads = match threads {
             Threading::Frame(count) => count.saturating_sub(1) as u64,
             Threading::Single | Threading::Slice(_) => 0,
         };
-        let pool = picture.saturating_mul(u64::from(pictures.count) + 1 + extra_threads) / 2 * 3;
-        let kept = (keep_limit_bytes as u64).max(picture * MIN_KEPT_FRAMES as u64) + picture;
+        let buffers = picture.saturating_mul(u64::from(pictures.count) + 1 + extra_threads);
+        let pool = buffers.saturating_add(buffers / 2); // and their motion data
+        let kept =
+            (keep_limit_bytes as u64).max(picture.saturating_mul(MIN_KEPT_FRAMES as u64)).saturating_add(picture);
         pool.saturating_add(kept)
     }
 

@@ -114,6 +114,22 @@ fn a_huge_valid_sample_table_indexes_in_linear_time() {
 
 /// Decodes a few shown frames of `cut` (from its own bytes) and checks each
 /// against FFmpeg's decode of the whole file at the same sample.
+/// An SPS may claim pictures of 2^32 x 2^32 samples: what a decoder of it
+/// would need saturates (the server's memory budget then refuses it as
+/// `busy`) instead of wrapping to a small number that would fit.
+#[test]
+fn a_decoder_of_a_crafted_picture_size_needs_more_memory_than_any_budget() {
+    let mut index = index(fixture("open_gop_bframes.mp4")).0.unwrap();
+    let sane = Player::memory_needed(&index, Threading::Frame(4), 24 << 20);
+    assert!(sane > 0 && sane < 1 << 30, "{sane}");
+    index.decoder.pictures = Some(media::index::PictureBuffers { count: 16, bytes: u64::MAX / 3 });
+    assert_eq!(Player::memory_needed(&index, Threading::Frame(4), 24 << 20), u64::MAX);
+    index.decoder.pictures = None;
+    index.width = u32::MAX;
+    index.height = u32::MAX;
+    assert_eq!(Player::memory_needed(&index, Threading::Single, 24 << 20), u64::MAX);
+}
+
 fn check_complete_frames(name: &str, cut: &VideoIndex, bytes: &[u8], full: &VideoIndex, path: &std::path::Path) {
     let factor = factor_for(full.width as usize);
     let reference = testkit::reference::frames(path, factor).unwrap();

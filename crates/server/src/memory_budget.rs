@@ -251,6 +251,7 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), ["old decoder", "recent decoder", "old bytes"]);
         assert_eq!(budget.held(), 100 + 300 + 450);
         assert!(budget.reserve(Holder::Decoders, 901).is_none(), "larger than the budget");
+        assert!(budget.reserve(Holder::Decoders, u64::MAX).is_none(), "a size that would wrap the total");
         assert!(budget.reserve(Holder::Decoders, 300).is_none(), "only memory in use left");
         drop((held, more));
         assert_eq!(budget.held(), 0);
