@@ -81,16 +81,13 @@ impl GopBytes {
         }
         // Whoever reads this span's bytes first reads them for everyone waiting here.
         let key = held.map_or(needed.start, |span| span.range().start);
-        let lock = self.reading.lock().expect("read locks").entry(key).or_default().clone();
-        let result = {
-            let _reading = lock.lock().await;
-            self.fetch(&needed, wanted_end).await
-        };
-        let mut reading = self.reading.lock().expect("read locks");
-        if Arc::strong_count(&lock) == 2 {
-            reading.remove(&key); // nobody else waits on it: only the map and this call hold it
-        }
-        result
+        let lock = ReadLock { reading: &self.reading, key, lock: self.reading_lock(key) };
+        let _reading = lock.lock.lock().await;
+        self.fetch(&needed, wanted_end).await
+    }
+
+    fn reading_lock(&self, key: u64) -> Arc<tokio::sync::Mutex<()>> {
+        self.reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(key).or_default().clone()
     }
 
     /// `covering`'s work under the span's lock (the cache may have changed meanwhile).
@@ -149,9 +146,58 @@ impl GopBytes {
     }
 }
 
+/// A caller's hold on the lock of the span at `key`; the last one gone,
+/// finished or cancelled (a closed session drops its request), removes it.
+struct ReadLock<'a> {
+    reading: &'a Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    key: u64,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for ReadLock<'_> {
+    fn drop(&mut self) {
+        let mut reading = self.reading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if Arc::strong_count(&self.lock) == 2 {
+            reading.remove(&self.key); // only the map and this caller hold it
+        }
+    }
+}
+
 /// Whether `span` covers the frame and holds either all that was asked for
 /// or half the read-ahead window (so long GOPs are not read sample by sample).
 fn enough(span: &Span, needed: &Range<u64>, wanted_end: u64) -> bool {
     let held_end = span.range().end;
     span.covers(needed) && (held_end >= wanted_end || held_end >= needed.end + READ_AHEAD_BYTES / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory_budget::MemoryBudget;
+
+    fn bytes_of(file: &std::path::Path) -> GopBytes {
+        let storage = Arc::new(Storage::local(file.parent().unwrap()).unwrap());
+        let path = storage.parse_path(file.file_name().unwrap().to_str().unwrap()).unwrap();
+        GopBytes::new(storage, path, MemoryBudget::new(1 << 30, 0).0)
+    }
+
+    #[tokio::test]
+    async fn a_span_s_read_lock_goes_with_its_last_holder_finished_or_abandoned() {
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let gop = bytes_of(&video.path);
+        let (a, b) = tokio::join!(gop.covering(1000..5000, 9000), gop.covering(1000..5000, 9000));
+        assert_eq!(a.unwrap().range(), b.unwrap().range());
+        assert!(gop.reading.lock().unwrap().is_empty());
+
+        // A reader waiting for a span another is reading gives up (its session closed); then the other finishes.
+        let key = 20_000;
+        let reader = ReadLock { reading: &gop.reading, key, lock: gop.reading_lock(key) };
+        let reading = reader.lock.lock().await;
+        let abandoned = tokio::time::timeout(std::time::Duration::from_millis(20), gop.covering(key..30_000, 30_000));
+        assert!(abandoned.await.is_err(), "it waited for the span's lock");
+        assert_eq!(gop.reading.lock().unwrap().get(&key).map(Arc::strong_count), Some(2), "the map and the reader");
+        drop(reading);
+        drop(reader);
+        assert!(gop.reading.lock().unwrap().is_empty(), "a lock was left behind");
+    }
 }
