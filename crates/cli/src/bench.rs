@@ -9,18 +9,16 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
-use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::drag::{Drag, DragResult};
-use crate::session::{Answer, Session};
+use client::{Answer, Session};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,6 +91,12 @@ pub struct BenchArgs {
     /// Seconds to wait for any one answer before giving up.
     #[arg(long, default_value_t = 60)]
     pub timeout_secs: u64,
+
+    /// Seed of the random and scrub patterns (client n uses seed + n), so
+    /// figures compared with each other ask for the same frames (default:
+    /// a new seed every run).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 /// One frame as the bench names it.
@@ -161,10 +165,12 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
     for video in &args.video {
         catalogues.push(load_frames(&args, video).await?);
     }
+    let seed = args.seed.unwrap_or_else(|| rand::rng().random());
     let plans: Vec<(String, Vec<(usize, FrameRef)>)> = (0..args.clients)
         .map(|client| {
             let which = client % args.video.len();
-            (args.video[which].clone(), plan(&catalogues[which], args.pattern, args.frames))
+            let seed = seed.wrapping_add(client as u64);
+            (args.video[which].clone(), plan(&catalogues[which], args.pattern, args.frames, seed))
         })
         .collect();
     let total: usize = plans.iter().map(|(_, frames)| frames.len()).sum();
@@ -282,8 +288,8 @@ async fn load_frames(args: &BenchArgs, video: &str) -> Result<Vec<FrameRef>> {
 }
 
 /// The frames one client asks for, labelled by their position in the catalogue.
-fn plan(catalogue: &[FrameRef], pattern: Pattern, count: Option<usize>) -> Vec<(usize, FrameRef)> {
-    let mut rng = rand::rng();
+fn plan(catalogue: &[FrameRef], pattern: Pattern, count: Option<usize>, seed: u64) -> Vec<(usize, FrameRef)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let numbered = |i: usize| (i, catalogue[i].clone());
     match pattern {
         Pattern::Sequential => {
@@ -388,7 +394,7 @@ async fn run_client(
         let sent = Instant::now();
         while !unanswered.is_empty() {
             let request = frames_request(&frames, &unanswered, mode);
-            let lost = if session.send(&request).await? {
+            let lost = if session.send_json(&request).await.is_ok() {
                 answer_loop(
                     &mut session,
                     &mut unanswered,
@@ -453,9 +459,9 @@ async fn answer_loop(
     continuity: &mut Continuity,
 ) -> Result<Option<String>> {
     while !unanswered.is_empty() {
-        let (header, jpeg) = match session.next().await? {
+        let (header, jpeg) = match session.next_answer().await? {
             Answer::Lost(reason) => return Ok(Some(reason)),
-            Answer::Frame { header, jpeg } => (header, Some(jpeg)),
+            Answer::Frame { header, image } => (header, Some(image)),
             Answer::FrameError(header) => (header, None),
         };
         let planned = header["index"].as_u64().map(|label| label as usize);
@@ -489,24 +495,6 @@ async fn answer_loop(
         }
     }
     Ok(None)
-}
-
-pub(crate) async fn next_json<S>(socket: &mut S, timeout: Duration) -> Result<Value>
-where
-    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        match tokio::time::timeout(timeout, socket.next()).await {
-            Err(_) => bail!("no answer from the server within {} s", timeout.as_secs()),
-            Ok(None) => bail!("the server closed the connection"),
-            Ok(Some(Err(error))) => bail!("WebSocket error: {error}"),
-            Ok(Some(Ok(Message::Text(text)))) => return Ok(serde_json::from_str(text.as_str())?),
-            Ok(Some(Ok(Message::Binary(bytes)))) => {
-                bail!("unexpected {} binary bytes", bytes.len())
-            }
-            Ok(Some(Ok(_))) => continue,
-        }
-    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -4,15 +4,12 @@
 //! arrive. With `--mode latest` the server supersedes the positions the
 //! cursor has left; without it every position is decoded in turn.
 
-use anyhow::{bail, ensure, Result};
-use futures_util::{SinkExt, StreamExt};
+use anyhow::{bail, ensure, Context, Result};
+use client::{Answer, Session};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use tokio_tungstenite::tungstenite::Message;
-
-use crate::bench::next_json;
 
 /// What one dragging client saw.
 pub struct DragResult {
@@ -39,8 +36,19 @@ pub struct Drag<'a> {
 impl Drag<'_> {
     pub async fn run(&self) -> Result<DragResult> {
         ensure!(!self.frames.is_empty(), "no frames to drag over");
-        let session = crate::session::Session::open(self.url, self.video, self.timeout).await?;
-        let (mut sink, mut stream) = session.into_socket().split();
+        let (mut sender, mut receiver) = Session::open(self.url, self.video, self.timeout).await?.split();
+        // Answers are read by a task of their own: a read cut short by the
+        // next tick would lose a Frame header whose image had not come yet.
+        let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            loop {
+                let answer = receiver.next_answer().await;
+                let more = matches!(answer, Ok(Answer::Frame { .. } | Answer::FrameError(_)));
+                if answers_tx.send(answer).is_err() || !more {
+                    break;
+                }
+            }
+        });
 
         let mut result =
             DragResult { requested: 0, received: 0, superseded: 0, errored: 0, bytes: 0, final_latency_ms: 0.0 };
@@ -68,27 +76,30 @@ impl Drag<'_> {
                     if let Some(mode) = self.mode {
                         request["mode"] = json!(mode);
                     }
-                    sink.send(Message::text(request.to_string())).await?;
+                    sender.send_json(&request).await?;
                     last_sent = Instant::now();
                     result.requested += 1;
                     answer_times.push(None);
                 }
-                header = next_json(&mut stream, self.timeout) => {
-                    let header = header?;
+                answer = answers.recv() => {
+                    let header = match answer.context("the answer reader stopped")?? {
+                        Answer::Frame { header, image } => {
+                            result.bytes += image.len() as u64;
+                            result.received += 1;
+                            header
+                        }
+                        Answer::FrameError(header) if header["error"] == "superseded" => {
+                            result.superseded += 1;
+                            header
+                        }
+                        Answer::FrameError(header) => {
+                            result.errored += 1;
+                            header
+                        }
+                        Answer::Lost(why) => bail!("the session was lost: {why}"),
+                    };
                     answered += 1;
                     let arrived = Instant::now();
-                    match header["type"].as_str() {
-                        Some("Frame") => {
-                            match tokio::time::timeout(self.timeout, stream.next()).await {
-                                Ok(Some(Ok(Message::Binary(jpeg)))) => result.bytes += jpeg.len() as u64,
-                                other => bail!("Frame not followed by its JPEG: {other:?}"),
-                            }
-                            result.received += 1;
-                        }
-                        Some("FrameError") if header["error"] == "superseded" => result.superseded += 1,
-                        Some("FrameError") => result.errored += 1,
-                        _ => bail!("unexpected message: {header}"),
-                    }
                     if let Some(slot) = header["index"].as_u64().and_then(|label| answer_times.get_mut(label as usize)) {
                         *slot = Some(arrived);
                     }
@@ -97,7 +108,8 @@ impl Drag<'_> {
         }
         let finished = answer_times.last().copied().flatten().unwrap_or_else(Instant::now);
         result.final_latency_ms = finished.saturating_duration_since(last_sent).as_secs_f64() * 1000.0;
-        let _ = sink.close().await;
+        reader.abort();
+        sender.close().await;
         Ok(result)
     }
 }

@@ -9,7 +9,6 @@ mod convert;
 mod drag;
 mod index;
 mod limit;
-mod session;
 
 use clap::{Parser, Subcommand};
 use server::config::ServeArgs;

@@ -181,7 +181,12 @@ pub fn index(source: &dyn RangeRead, budget: &Budget) -> Result<VideoIndex> {
             height: sps.height,
             timescale: ASSUMED_FRAME_RATE,
             object_size,
-            decoder: DecoderConfig::new(scanner.parameter_sets, NalFormat::AnnexB, scanner.sps.values()),
+            decoder: DecoderConfig::new(
+                scanner.parameter_sets,
+                NalFormat::AnnexB,
+                scanner.sps.values(),
+                scanner.pps.values(),
+            ),
             samples,
             edits: Vec::new(),
         },

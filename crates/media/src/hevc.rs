@@ -100,13 +100,18 @@ impl Sps {
     }
 }
 
-/// The picture parameter set fields needed to reach `slice_pic_order_cnt_lsb`.
+/// The picture parameter set fields needed to reach `slice_pic_order_cnt_lsb`,
+/// and whether its pictures decode in wavefronts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pps {
     pub id: u32,
     pub sps_id: u32,
     pub output_flag_present: bool,
     pub num_extra_slice_header_bits: u32,
+    /// `entropy_coding_sync_enabled_flag` (WPP, x265's default): rows of a
+    /// picture decode in parallel, which libavcodec's slice threads do.
+    /// `false` when the PPS ends before it.
+    pub wavefront: bool,
 }
 
 fn skip_profile_tier_level(reader: &mut BitReader, max_sub_layers_minus1: u32) -> Result<()> {
@@ -204,7 +209,26 @@ pub fn parse_pps(nal: &[u8]) -> Result<Pps> {
     let _dependent_slice_segments_enabled = r.bit()?;
     let output_flag_present = r.bit()?;
     let num_extra_slice_header_bits = r.bits(3)?;
-    Ok(Pps { id, sps_id, output_flag_present, num_extra_slice_header_bits })
+    let wavefront = read_wavefront_flag(&mut r).unwrap_or(false);
+    Ok(Pps { id, sps_id, output_flag_present, num_extra_slice_header_bits, wavefront })
+}
+
+/// Reads a PPS from `sign_data_hiding_enabled_flag` to
+/// `entropy_coding_sync_enabled_flag` (H.265 7.3.2.3.1). Signed codes are
+/// skipped as unsigned ones: they have the same length.
+fn read_wavefront_flag(r: &mut BitReader) -> Result<bool> {
+    r.skip(2)?; // sign_data_hiding_enabled_flag, cabac_init_present_flag
+    for _ in 0..3 {
+        r.ue()?; // num_ref_idx_l0/l1_default_active_minus1, init_qp_minus26
+    }
+    r.skip(2)?; // constrained_intra_pred_flag, transform_skip_enabled_flag
+    if r.bit()? {
+        r.ue()?; // diff_cu_qp_delta_depth
+    }
+    r.ue()?; // pps_cb_qp_offset
+    r.ue()?; // pps_cr_qp_offset
+    r.skip(5)?; // chroma qp offsets present, weighted pred/bipred, transquant bypass, tiles
+    r.bit()
 }
 
 /// What the first slice segment of a picture says about its output.

@@ -40,6 +40,9 @@ pub struct DecoderConfig {
     /// What one decoder of the stream holds in pictures at most, the
     /// largest over its SPSs (`None` when no SPS could be read).
     pub pictures: Option<PictureBuffers>,
+    /// Whether a PPS enables wavefront decoding (WPP): only then do slice
+    /// threads shorten the decoding of one picture.
+    pub wavefront: bool,
 }
 
 /// The decoded pictures a decoder of the stream keeps: how many and how large.
@@ -53,7 +56,12 @@ pub struct PictureBuffers {
 
 impl DecoderConfig {
     /// The configuration of a stream with these parameter sets.
-    pub fn new<'a>(extradata: Vec<u8>, nal_format: NalFormat, sps: impl IntoIterator<Item = &'a hevc::Sps>) -> Self {
+    pub fn new<'a>(
+        extradata: Vec<u8>,
+        nal_format: NalFormat,
+        sps: impl IntoIterator<Item = &'a hevc::Sps>,
+        pps: impl IntoIterator<Item = &'a hevc::Pps>,
+    ) -> Self {
         let sps: Vec<&hevc::Sps> = sps.into_iter().collect();
         let pictures =
             sps.iter().map(|sps| PictureBuffers { count: sps.max_dec_pic_buffering, bytes: sps.picture_bytes() });
@@ -63,6 +71,7 @@ impl DecoderConfig {
             highest_temporal_id: sps.iter().map(|sps| sps.max_sub_layers_minus1.min(6) as u8).max(),
             pictures: pictures
                 .reduce(|a, b| PictureBuffers { count: a.count.max(b.count), bytes: a.bytes.max(b.bytes) }),
+            wavefront: pps.into_iter().any(|pps| pps.wavefront),
         }
     }
 }
@@ -322,5 +331,13 @@ pub fn parse_sps_among<'a>(nals: impl IntoIterator<Item = &'a [u8]>) -> Vec<hevc
     nals.into_iter()
         .filter(|nal| hevc::nal_type(nal) == hevc::NAL_SPS)
         .filter_map(|nal| hevc::parse_sps(nal).ok())
+        .collect()
+}
+
+/// The PPSs among `nals` that parse.
+pub fn parse_pps_among<'a>(nals: impl IntoIterator<Item = &'a [u8]>) -> Vec<hevc::Pps> {
+    nals.into_iter()
+        .filter(|nal| hevc::nal_type(nal) == hevc::NAL_PPS)
+        .filter_map(|nal| hevc::parse_pps(nal).ok())
         .collect()
 }

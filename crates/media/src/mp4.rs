@@ -160,6 +160,7 @@ impl Track {
         let extradata = encoded.split_off(8); // drop the box header, keep the hvcC record
         let parameter_sets = || hvcc.arrays.iter().flat_map(|array| array.nalus.iter().map(Vec::as_slice));
         let sps = crate::index::parse_sps_among(parameter_sets());
+        let pps = crate::index::parse_pps_among(parameter_sets());
         let (width, height) = sps
             .first()
             .map(|sps| (sps.width, sps.height))
@@ -180,7 +181,12 @@ impl Track {
             width,
             height,
             timescale,
-            decoder: DecoderConfig::new(extradata, NalFormat::LengthPrefixed(hvcc.length_size_minus_one + 1), &sps),
+            decoder: DecoderConfig::new(
+                extradata,
+                NalFormat::LengthPrefixed(hvcc.length_size_minus_one + 1),
+                &sps,
+                &pps,
+            ),
             edits: edit_list(trak, moov.mvhd.timescale, timescale),
             samples,
             next_dts,

@@ -1,11 +1,13 @@
 //! The index of every fixture agrees with `ffprobe -show_packets`: same
 //! sample offsets, sizes and keyframes in decode order, same presentation
 //! order, and the same samples hidden by an edit list (FFmpeg flags them
-//! `D`, discard: decoded as references, never shown).
+//! `D`, discard: decoded as references, never shown), and the same
+//! wavefront flag as FFmpeg's `trace_headers` reads in the PPS.
 
 use media::{FileSource, VideoIndex};
 
-fn check(fixture: &testkit::fixtures::Fixture) {
+/// Checks the fixture; whether it decodes in wavefronts.
+fn check(fixture: &testkit::fixtures::Fixture) -> bool {
     let source = FileSource::open(&fixture.path).unwrap();
     let index: VideoIndex =
         media::probe::index(&source, &Default::default()).unwrap_or_else(|e| panic!("{}: {e:#}", fixture.name));
@@ -26,18 +28,19 @@ fn check(fixture: &testkit::fixtures::Fixture) {
     }
     let info = testkit::reference::stream_info(&fixture.path).unwrap();
     assert_eq!((index.width, index.height), (info.width, info.height), "{}: dimensions", fixture.name);
+    let wavefront = testkit::reference::wavefront(&fixture.path).unwrap();
+    assert_eq!(index.decoder.wavefront, wavefront, "{}: wavefront", fixture.name);
+    wavefront
 }
 
 #[test]
 fn generated_fixtures_match_ffprobe() {
-    for fixture in testkit::fixtures::generated().unwrap() {
-        check(&fixture);
-    }
+    let wavefront: Vec<bool> = testkit::fixtures::generated().unwrap().iter().map(check).collect();
+    assert!(wavefront.contains(&true), "x265's default streams are wavefront ones");
 }
 
 #[test]
 fn shared_media_matches_ffprobe() {
-    for fixture in testkit::fixtures::shared().unwrap() {
-        check(&fixture);
-    }
+    let wavefront: Vec<bool> = testkit::fixtures::shared().unwrap().iter().map(check).collect();
+    assert!(wavefront.contains(&false), "the shared encodes are not wavefront ones");
 }

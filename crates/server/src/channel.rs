@@ -13,6 +13,7 @@
 //! the background) and prefetches the next few frames, below every
 //! requested frame.
 
+use crate::config::ThreadingPolicy;
 use crate::decode_pool::DecodePool;
 use crate::decoders::{Decoders, NoMemory, PlayerMemory};
 use crate::encode_slots::EncodeSlots;
@@ -27,7 +28,7 @@ use crate::metrics::{
 use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
 use crate::urgency::Urgency;
 use bytes::Bytes;
-use media::{DecodeError, Player, Threading, VideoIndex};
+use media::{DecodeError, Player, VideoIndex};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -94,7 +95,8 @@ pub struct Shared {
     pub frames: FrameCache,
     /// JPEG encodes allowed at once, requested frames first.
     pub encode_slots: EncodeSlots,
-    pub threading: Threading,
+    /// Chooses each video's decoder threading.
+    pub threading: ThreadingPolicy,
     /// The process's decode threads.
     pub pool: DecodePool,
     /// Decoders one video may use at once.
@@ -146,17 +148,18 @@ impl Channel {
             runtime: tokio::runtime::Handle::current(),
         };
         let text = path.text.clone();
-        let threading = shared.threading;
+        let policy = shared.threading;
         let skip_unreferenced = shared.skip_unreferenced;
         let budget = media::Budget::new(shared.index_time, media::budget::DEFAULT_MAX_SAMPLES);
         let built = tokio::task::spawn_blocking(move || {
             let index = media::probe::index(&object, &budget)?;
+            let threading = policy.for_stream(&index.decoder);
             let player = Player::new(&index, threading, KEPT_PICTURE_BYTES)?.skip_unreferenced(skip_unreferenced);
-            anyhow::Ok((index, player))
+            anyhow::Ok((index, threading, player))
         })
         .await
         .map_err(|e| OpenError::Corrupt { path: text.clone(), reason: format!("indexing crashed: {e}") })?;
-        let (index, player) = built.map_err(|error| OpenError::from_indexing(&text, error))?;
+        let (index, threading, player) = built.map_err(|error| OpenError::from_indexing(&text, error))?;
         let no_memory = |holder| {
             MemoryBudget::refused(holder);
             OpenError::Refused(format!("no memory to open {text}: the memory budget is full; try again later"))

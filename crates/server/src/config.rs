@@ -81,7 +81,9 @@ pub struct ServeArgs {
     /// libavcodec threading per decoder: `auto`, `single`, `frame:N` or
     /// `slice:N`. `auto` gives each decoder the cores the decode threads
     /// leave (frame threads, up to 4), so decoding never oversubscribes the
-    /// cores: single-threaded decoders with the default decode threads.
+    /// cores; with the default decode threads, decoders of wavefront (WPP)
+    /// streams get slice threads, one per core up to 4 (a lone seek uses
+    /// the idle cores), others are single-threaded.
     #[arg(long, env = "DECODER_THREADING", default_value = "auto")]
     pub decoder_threading: DecoderThreading,
 
@@ -193,13 +195,40 @@ pub struct ServeArgs {
 pub struct DecoderThreading(pub Option<media::Threading>);
 
 impl DecoderThreading {
-    /// The threading of each decoder when `decode_threads` decode at once.
-    pub fn resolve(&self, decode_threads: usize) -> media::Threading {
+    /// How decoders are threaded when `decode_threads` decode at once.
+    pub fn policy(&self, decode_threads: usize) -> ThreadingPolicy {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.0.unwrap_or(match (cores / decode_threads.max(1)).min(4) {
-            0 | 1 => media::Threading::Single,
-            spare => media::Threading::Frame(spare),
-        })
+        match self.0 {
+            Some(threading) => ThreadingPolicy::Fixed(threading),
+            None => ThreadingPolicy::Auto { cores, decode_threads: decode_threads.max(1) },
+        }
+    }
+}
+
+/// Chooses the threading of each stream's decoders.
+#[derive(Debug, Clone, Copy)]
+pub enum ThreadingPolicy {
+    /// As `--decoder-threading` says.
+    Fixed(media::Threading),
+    /// Cores the decode threads leave become frame threads (up to 4). With
+    /// none left (the default, a decode thread per core), wavefront
+    /// streams get slice threads, one per core up to 4: a lone seek then
+    /// uses the idle cores, and under load they add threads but no work
+    /// (frame threads would add delay and decode pictures nobody asked for).
+    Auto { cores: usize, decode_threads: usize },
+}
+
+impl ThreadingPolicy {
+    /// The threading of a decoder of this stream.
+    pub fn for_stream(&self, stream: &media::index::DecoderConfig) -> media::Threading {
+        match *self {
+            Self::Fixed(threading) => threading,
+            Self::Auto { cores, decode_threads } => match ((cores / decode_threads).min(4), cores.min(4)) {
+                (spare @ 2.., _) => media::Threading::Frame(spare),
+                (_, cores @ 2..) if stream.wavefront => media::Threading::Slice(cores),
+                _ => media::Threading::Single,
+            },
+        }
     }
 }
 

@@ -68,7 +68,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             channel::Shared {
                 frames: frame_cache::FrameCache::new(frame_cache_bytes),
                 encode_slots: encode_slots::EncodeSlots::new(args.encode_threads()),
-                threading: args.decoder_threading.resolve(args.decode_threads()),
+                threading: args.decoder_threading.policy(args.decode_threads()),
                 pool: decode_pool::DecodePool::start(args.decode_threads())
                     .context("cannot start the decode threads")?,
                 decoders_per_video: args.decoders_per_video.unwrap_or(args.decode_threads()),

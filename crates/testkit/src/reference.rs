@@ -102,6 +102,22 @@ pub fn stream_info(path: &Path) -> Result<StreamInfo> {
     let streams = serde_json::from_slice::<Output>(&output.stdout)?.streams;
     streams.into_iter().next().with_context(|| format!("{} has no video stream", path.display()))
 }
+/// Whether the stream's first PPS enables wavefront decoding
+/// (`entropy_coding_sync_enabled_flag`), as FFmpeg's `trace_headers` reads it.
+pub fn wavefront(path: &Path) -> Result<bool> {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "trace", "-i"])
+        .arg(path)
+        .args(["-map", "0:v:0", "-frames:v", "1", "-c", "copy", "-bsf:v", "trace_headers", "-f", "null", "-"])
+        .output()
+        .context("cannot run ffmpeg")?;
+    let log = String::from_utf8_lossy(&output.stderr);
+    let line = log
+        .lines()
+        .find(|line| line.contains("entropy_coding_sync_enabled_flag"))
+        .with_context(|| format!("no PPS traced in {}", path.display()))?;
+    Ok(line.trim_end().ends_with("= 1"))
+}
 
 /// The YUV→RGB interpretation a video player applies: the stream's tags, or
 /// for untagged streams BT.709 at HD sizes and BT.601 below, limited range.

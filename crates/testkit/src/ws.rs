@@ -1,15 +1,18 @@
-//! A blocking WebSocket client speaking the bucket-streamer protocol, with
-//! timeouts so a silent server fails a test instead of hanging it.
+//! The tests' blocking view of the shared protocol client (`client`, the
+//! one `bench` uses): each call runs it on a runtime of this client's own,
+//! reads time out so a silent server fails a test instead of hanging it,
+//! and a lost connection is an error (a test never reconnects).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::Value;
-use std::net::TcpStream;
 use std::time::Duration;
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
+
+/// How long a test waits for the server's next message.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Client {
-    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+    runtime: tokio::runtime::Runtime,
+    session: client::Session,
 }
 
 /// One message from the server.
@@ -35,31 +38,31 @@ impl Answer {
 }
 
 impl Client {
+    /// Connects to `url` as it is (the test reads the first answer).
     pub fn connect(url: &str) -> Result<Self> {
-        let (socket, _) = tungstenite::connect(url).with_context(|| format!("cannot connect to {url}"))?;
-        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
-            stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        }
-        Ok(Self { socket })
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let session = runtime.block_on(client::Session::connect(url, TIMEOUT))?;
+        Ok(Self { runtime, session })
     }
 
     pub fn send_json(&mut self, value: &Value) -> Result<()> {
-        self.send_text(&value.to_string())
+        self.runtime.block_on(self.session.send_json(value))
     }
 
     pub fn send_text(&mut self, text: &str) -> Result<()> {
-        self.socket.send(Message::text(text))?;
-        Ok(())
+        self.runtime.block_on(self.session.send_text(text))
+    }
+
+    pub fn send_binary(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.runtime.block_on(self.session.send_binary(bytes))
     }
 
     pub fn receive(&mut self) -> Result<Incoming> {
-        loop {
-            match self.socket.read().context("no message from the server")? {
-                Message::Text(text) => return Ok(Incoming::Json(serde_json::from_str(text.as_str())?)),
-                Message::Binary(bytes) => return Ok(Incoming::Binary(bytes.to_vec())),
-                Message::Close(frame) => bail!("the server closed the connection: {frame:?}"),
-                _ => continue,
-            }
+        match self.runtime.block_on(self.session.next_message())? {
+            client::Incoming::Json(value) => Ok(Incoming::Json(value)),
+            client::Incoming::Binary(bytes) => Ok(Incoming::Binary(bytes.to_vec())),
+            client::Incoming::Closed(frame) => bail!("the server closed the connection: {frame:?}"),
+            client::Incoming::Lost(why) => bail!("no message from the server: {why}"),
         }
     }
 
@@ -73,37 +76,23 @@ impl Client {
     /// Reads one answer to a requested frame; a `Frame` must be followed
     /// immediately by exactly `size` binary bytes.
     pub fn receive_answer(&mut self) -> Result<Answer> {
-        let header = self.receive_json()?;
-        match header["type"].as_str() {
-            Some("Frame") => {
-                let size = header["size"].as_u64().context("Frame without size")? as usize;
-                match self.receive()? {
-                    Incoming::Binary(jpeg) if jpeg.len() == size => Ok(Answer::Frame { header, jpeg }),
-                    Incoming::Binary(jpeg) => {
-                        bail!("Frame said {size} bytes, binary has {}", jpeg.len())
-                    }
-                    Incoming::Json(other) => bail!("Frame not followed by its JPEG but by {other}"),
-                }
-            }
-            Some("FrameError") => Ok(Answer::Error(header)),
-            _ => bail!("expected Frame or FrameError, got {header}"),
+        match self.runtime.block_on(self.session.next_answer())? {
+            client::Answer::Frame { header, image } => Ok(Answer::Frame { header, jpeg: image.to_vec() }),
+            client::Answer::FrameError(error) => Ok(Answer::Error(error)),
+            client::Answer::Lost(why) => bail!("no answer from the server: {why}"),
         }
     }
 
     /// Reads until the server closes the connection; its close code and reason.
     pub fn close_code(&mut self) -> Result<(u16, String)> {
         loop {
-            match self.socket.read().context("the connection ended without a close frame")? {
-                Message::Close(Some(frame)) => return Ok((frame.code.into(), frame.reason.to_string())),
-                Message::Close(None) => bail!("closed without a code"),
+            match self.runtime.block_on(self.session.next_message())? {
+                client::Incoming::Closed(Some(code_and_reason)) => return Ok(code_and_reason),
+                client::Incoming::Closed(None) => bail!("closed without a code"),
+                client::Incoming::Lost(why) => bail!("the connection ended without a close frame: {why}"),
                 _ => continue,
             }
         }
-    }
-
-    pub fn send_binary(&mut self, bytes: Vec<u8>) -> Result<()> {
-        self.socket.send(Message::binary(bytes))?;
-        Ok(())
     }
 
     /// `SetVideo` and its `VideoSet` answer.
