@@ -37,16 +37,37 @@ const BT601: Matrix = Matrix { kr: 0.299, kb: 0.114 };
 const BT709: Matrix = Matrix { kr: 0.2126, kb: 0.0722 };
 const BT2020: Matrix = Matrix { kr: 0.2627, kb: 0.0593 };
 
-/// The matrix of a picture; untagged pictures get what players assume:
-/// BT.709 for HD sizes, BT.601 for SD.
+/// The matrix of a picture.
 fn matrix_of(space: Space, width: u32, height: u32) -> Matrix {
-    match space {
+    match resolved_space(space, width, height) {
         Space::BT709 | Space::SMPTE240M => BT709,
-        Space::BT470BG | Space::SMPTE170M | Space::FCC => BT601,
         Space::BT2020NCL | Space::BT2020CL => BT2020,
-        _ if width >= 1280 || height > 576 => BT709,
         _ => BT601,
     }
+}
+
+/// The colour space a picture of this tag and size is read with: its tag,
+/// or what players assume for untagged pictures, BT.709 for HD sizes and
+/// BT.601 for SD. A scaled copy is tagged with it, so its new size does not
+/// change the guess.
+pub fn resolved_space(space: Space, width: u32, height: u32) -> Space {
+    match space {
+        Space::BT709
+        | Space::SMPTE240M
+        | Space::BT470BG
+        | Space::SMPTE170M
+        | Space::FCC
+        | Space::BT2020NCL
+        | Space::BT2020CL => space,
+        _ if width >= 1280 || height > 576 => Space::BT709,
+        _ => Space::BT470BG,
+    }
+}
+
+/// Whether a picture's samples use the full range (else the limited 16-235).
+pub fn is_full_range(frame: &Video) -> bool {
+    frame.color_range() == ColourRange::JPEG
+        || matches!(frame.format(), Pixel::YUVJ420P | Pixel::YUVJ422P | Pixel::YUVJ444P)
 }
 
 /// `[Y, Pb, Pr] -> [R, G, B]` for a matrix.
@@ -240,8 +261,7 @@ fn convert_planes<T: Code>(frame: &Video, width: usize, height: usize, k: Coeffi
 /// Converts a decoded picture to JFIF planes.
 pub fn to_jfif(frame: &Video) -> Result<JfifPlanes> {
     let (width, height) = (frame.width() as usize, frame.height() as usize);
-    let full_range = frame.color_range() == ColourRange::JPEG
-        || matches!(frame.format(), Pixel::YUVJ420P | Pixel::YUVJ422P | Pixel::YUVJ444P);
+    let full_range = is_full_range(frame);
     let matrix = matrix_of(frame.color_space(), frame.width(), frame.height());
     let bit_depth = match frame.format() {
         Pixel::YUV420P | Pixel::YUVJ420P => 8,

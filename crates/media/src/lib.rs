@@ -4,7 +4,8 @@
 //!
 //! Flow: [`probe::index`] builds a [`VideoIndex`] from byte ranges;
 //! [`Player`] decodes a sample given the bytes from its IRAP;
-//! [`encode_jpeg`] converts the picture for JFIF and compresses it.
+//! [`output::encode`] scales the picture and encodes it as JPEG, WebP or
+//! PNG ([`encode_jpeg`]: a JPEG at the picture's size).
 
 mod annexb;
 mod bits;
@@ -15,8 +16,10 @@ pub mod hevc;
 pub mod index;
 pub mod jpeg;
 mod mp4;
+pub mod output;
 pub mod player;
 pub mod probe;
+pub mod scale;
 pub mod source;
 
 pub use budget::{Budget, Corrupt, OverBudget};

@@ -18,7 +18,7 @@ use crate::decode_pool::DecodePool;
 use crate::decoders::{Decoders, NoMemory, PlayerMemory};
 use crate::encode_slots::EncodeSlots;
 pub use crate::failure::{Failure, FrameFailure};
-use crate::frame_cache::{FrameCache, FrameKey};
+use crate::frame_cache::{FrameCache, FrameKey, Image};
 use crate::gop_bytes::{GopBytes, READ_AHEAD_BYTES};
 use crate::memory_budget::{Holder, MemoryBudget, Reclaim, Reservation};
 use crate::metrics::{
@@ -28,6 +28,7 @@ use crate::metrics::{
 use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
 use crate::urgency::Urgency;
 use bytes::Bytes;
+use media::output::Output;
 use media::{DecodeError, Player, VideoIndex};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -207,10 +208,15 @@ impl Channel {
 
     /// A strong HTTP entity tag for a frame: the same object content, frame and
     /// output settings always give the same tag, in every process.
-    pub fn frame_etag(&self, position: u32, quality: u8) -> String {
+    pub fn frame_etag(&self, position: u32, output: &Output) -> String {
         // FNV-1a: stable across builds and machines, unlike std's hasher.
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
-        let text = format!("{}\0{}\0{position}\0{quality}", self.path.text, self.version);
+        let Output { format, max_width, max_height, quality } = output;
+        let mut text = format!("{}\0{}\0{position}\0{quality}", self.path.text, self.version);
+        // Today's JPEG keeps its tag; other settings extend it.
+        if *output != Output::jpeg(*quality) {
+            text += &format!("\0{}\0{max_width:?}\0{max_height:?}", format.name());
+        }
         for byte in text.bytes() {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
         }
@@ -308,33 +314,33 @@ impl Channel {
         Ok(position)
     }
 
-    /// The JPEG of the frame at decode-order `position`. `read_ahead_to` is
+    /// The image of the frame at decode-order `position`. `read_ahead_to` is
     /// the furthest decode position the caller is about to ask for as well
     /// (e.g. the rest of a batch), so its bytes come in the same read.
     /// Setting `cancel` abandons the decode between samples (`superseded`).
-    pub async fn jpeg(
+    pub async fn image(
         self: &Arc<Self>,
         position: u32,
-        quality: u8,
+        output: Output,
         read_ahead_to: Option<u32>,
         cancel: Option<Arc<AtomicBool>>,
-    ) -> Result<Bytes, FrameFailure> {
+    ) -> Result<Image, FrameFailure> {
         let sequential = self.note_request(position);
         let read_ahead_to = if sequential { Some(self.index.gop_end(position)) } else { read_ahead_to };
         // A lone frame reads exactly its span; more is read only when more is wanted.
         let read_ahead_to =
             read_ahead_to.filter(|&furthest| furthest > position).map(|furthest| self.past_furthest(furthest));
-        let key = FrameKey { channel: self.id, position, quality };
+        let key = FrameKey { channel: self.id, position, output };
         if let Some(prefetch) = self.prefetching.lock().expect("prefetch lock").get(&key) {
             prefetch.raise(); // this request joins it below: it must not wait behind requests
         }
-        let produce = self.produce(position, quality, read_ahead_to, cancel, Urgency::requested());
-        let jpeg = self.shared.frames.get_or_load(key, produce).await?;
+        let produce = self.produce(position, output, read_ahead_to, cancel, Urgency::requested());
+        let image = self.shared.frames.get_or_load(key, produce).await?;
         if sequential {
-            self.prefetch_after(position, quality);
+            self.prefetch_after(position, output);
             self.read_ahead_gops(position);
         }
-        Ok(jpeg)
+        Ok(image)
     }
 
     /// Fetches the bytes of the GOPs after `position`'s in the background
@@ -369,11 +375,11 @@ impl Channel {
     /// Decodes and encodes the next few frames in presentation order in the
     /// background, so a player asking one frame at a time finds them ready.
     /// They yield to requested frames on the decoder and the encode slots.
-    fn prefetch_after(self: &Arc<Self>, position: u32, quality: u8) {
+    fn prefetch_after(self: &Arc<Self>, position: u32, output: Output) {
         let shown = self.index.sample(position).presentation;
         for ahead in 1..=PREFETCH_FRAMES {
             let Some((next, _)) = self.index.frame(shown + ahead) else { break };
-            let key = FrameKey { channel: self.id, position: next, quality };
+            let key = FrameKey { channel: self.id, position: next, output };
             if self.shared.frames.get(&key).is_some() {
                 continue;
             }
@@ -385,7 +391,7 @@ impl Channel {
             let channel = self.clone();
             tokio::spawn(async move {
                 let read_ahead_to = Some(channel.past_furthest(channel.index.gop_end(next)));
-                let produce = channel.produce(next, quality, read_ahead_to, None, urgency);
+                let produce = channel.produce(next, output, read_ahead_to, None, urgency);
                 let _ = channel.shared.frames.get_or_load(key, produce).await;
                 channel.prefetching.lock().expect("prefetch lock").remove(&key);
             });
@@ -401,11 +407,11 @@ impl Channel {
     async fn produce(
         &self,
         position: u32,
-        quality: u8,
+        output: Output,
         read_ahead_to: Option<u32>,
         cancel: Option<Arc<AtomicBool>>,
         urgency: Urgency,
-    ) -> Result<Bytes, FrameFailure> {
+    ) -> Result<Image, FrameFailure> {
         let needed = Player::required_bytes(&self.index, position);
         let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
         let span = self.bytes.covering(needed, wanted_end).await?;
@@ -432,11 +438,16 @@ impl Channel {
         let _slot = self.shared.encode_slots.acquire(urgency).await;
         tokio::task::spawn_blocking(move || {
             let _timer = Timer::new(ENCODE_SECONDS);
-            media::encode_jpeg(&picture, quality)
+            media::output::encode(&picture, &output)
         })
         .await
         .map_err(|e| FrameFailure::new(Failure::EncodeFailed, format!("encoder thread failed: {e}")))?
-        .map(Bytes::from)
+        .map(|encoded| Image {
+            bytes: Bytes::from(encoded.bytes),
+            format: output.format,
+            width: encoded.width,
+            height: encoded.height,
+        })
         .map_err(|e| FrameFailure::new(Failure::EncodeFailed, format!("{e:#}")))
     }
 

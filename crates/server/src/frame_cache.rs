@@ -1,10 +1,11 @@
-//! Encoded frames (JPEGs) shared by every session and video in the process:
+//! Encoded frames shared by every session and video in the process:
 //! a byte-bounded cache with single-flight loading, so a frame that several
 //! requests want at once is decoded and encoded once and a repeat costs no
 //! decoding at all.
 
 use crate::metrics::{CACHE_HITS, CACHE_JOINS};
 use bytes::Bytes;
+use media::output::{Format, Output};
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
@@ -15,48 +16,57 @@ pub struct FrameKey {
     pub channel: u64,
     /// Decode-order position of the sample.
     pub position: u32,
-    pub quality: u8,
+    pub output: Output,
+}
+
+/// An encoded frame and the size it was encoded at.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub bytes: Bytes,
+    pub format: Format,
+    pub width: u32,
+    pub height: u32,
 }
 
 #[derive(Clone)]
-struct JpegBytes;
+struct ImageBytes;
 
-impl Weighter<FrameKey, Bytes> for JpegBytes {
-    fn weight(&self, _key: &FrameKey, jpeg: &Bytes) -> u64 {
-        jpeg.len() as u64 + 64
+impl Weighter<FrameKey, Image> for ImageBytes {
+    fn weight(&self, _key: &FrameKey, image: &Image) -> u64 {
+        image.bytes.len() as u64 + 96
     }
 }
 
 pub struct FrameCache {
-    cache: Cache<FrameKey, Bytes, JpegBytes>,
+    cache: Cache<FrameKey, Image, ImageBytes>,
 }
 
 impl FrameCache {
     pub fn new(capacity_bytes: u64) -> Self {
         // ~100 KB per JPEG is a fair guess for sizing the index; the weight bound is what counts.
         let estimated_items = (capacity_bytes / 100_000).clamp(16, 1_000_000) as usize;
-        Self { cache: Cache::with_weighter(estimated_items, capacity_bytes.max(1), JpegBytes) }
+        Self { cache: Cache::with_weighter(estimated_items, capacity_bytes.max(1), ImageBytes) }
     }
 
-    /// Bytes held now (JPEGs and their keys).
+    /// Bytes held now (images and their keys).
     pub fn bytes(&self) -> u64 {
         self.cache.weight()
     }
 
-    pub fn get(&self, key: &FrameKey) -> Option<Bytes> {
+    pub fn get(&self, key: &FrameKey) -> Option<Image> {
         self.cache.get(key)
     }
 
-    /// The cached JPEG, or the result of `load` (run once however many callers
+    /// The cached image, or the result of `load` (run once however many callers
     /// wait for the same key; failures are not cached).
     pub async fn get_or_load<E>(
         &self,
         key: FrameKey,
-        load: impl std::future::Future<Output = Result<Bytes, E>>,
-    ) -> Result<Bytes, E> {
-        if let Some(jpeg) = self.cache.get(&key) {
+        load: impl std::future::Future<Output = Result<Image, E>>,
+    ) -> Result<Image, E> {
+        if let Some(image) = self.cache.get(&key) {
             metrics::counter!(CACHE_HITS).increment(1);
-            return Ok(jpeg);
+            return Ok(image);
         }
         let loaded = std::sync::atomic::AtomicBool::new(false);
         let result = self

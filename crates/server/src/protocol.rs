@@ -51,6 +51,59 @@ pub struct FrameRequest {
     /// The video this frame is of (extension: several clips on one
     /// session); the session's current video when absent.
     pub video: Option<String>,
+    /// The request's `output` (extension): size, format and quality, as
+    /// sent; checked against the server's defaults by the session.
+    pub output: OutputRequest,
+}
+
+/// A request's `output` object as sent (every field optional).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutputRequest {
+    pub format: Option<media::output::Format>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub quality: Option<u8>,
+}
+
+impl OutputRequest {
+    /// The checked settings, with the server's JPEG quality as the default.
+    pub fn resolve(&self, jpeg_quality: u8) -> Result<media::output::Output, String> {
+        media::output::Output::new(self.format, self.width, self.height, self.quality, jpeg_quality)
+            .map_err(|reason| format!("invalid output: {reason}"))
+    }
+}
+
+/// Reads an `output` object: only its known fields, each of its type.
+fn parse_output(value: Option<&Value>) -> Result<OutputRequest, String> {
+    let fields = match value {
+        None | Some(Value::Null) => return Ok(OutputRequest::default()),
+        Some(Value::Object(fields)) => fields,
+        Some(other) => return Err(format!("\"output\" must be an object, not {other}")),
+    };
+    let number = |name: &str, max: u64| -> Result<Option<u64>, String> {
+        match fields.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n <= max)
+                .map(Some)
+                .ok_or_else(|| format!("output \"{name}\" must be an integer up to {max}, not {v}")),
+        }
+    };
+    if let Some(unknown) = fields.keys().find(|k| !["format", "width", "height", "quality"].contains(&k.as_str())) {
+        return Err(format!("unknown output option \"{unknown}\" (known: format, width, height, quality)"));
+    }
+    let format = match fields.get("format") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name.parse().map_err(|e| format!("output {e}"))?),
+        Some(other) => return Err(format!("output \"format\" must be a string, not {other}")),
+    };
+    Ok(OutputRequest {
+        format,
+        width: number("width", u64::from(u32::MAX))?.map(|n| n as u32),
+        height: number("height", u64::from(u32::MAX))?.map(|n| n as u32),
+        quality: number("quality", 255)?.map(|n| n as u8),
+    })
 }
 
 impl FrameRequest {
@@ -101,6 +154,7 @@ fn parse_request_frames(value: &Value) -> Result<Command, String> {
     let shared_irap = optional_offset(value.get("irap_offset"), "irap_offset");
     let shared_video = optional_video(value.get("video"));
     let request_id = value.get("id").filter(|id| !id.is_null()).cloned();
+    let output = parse_output(value.get("output"));
     let frames = entries
         .iter()
         .enumerate()
@@ -112,11 +166,13 @@ fn parse_request_frames(value: &Value) -> Result<Command, String> {
             };
             let irap = inherit(optional_offset(entry.get("irap_offset"), "irap_offset"), &shared_irap);
             let video = inherit(optional_video(entry.get("video")), &shared_video);
-            let (offset, irap_offset, video) = match (offset, irap, video) {
-                (Ok(offset), Ok(irap_offset), Ok(video)) => (Ok(offset), irap_offset, video),
-                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => (Err(e), None, None),
+            let (offset, irap_offset, video, output) = match (offset, irap, video, output.clone()) {
+                (Ok(offset), Ok(irap_offset), Ok(video), Ok(output)) => (Ok(offset), irap_offset, video, output),
+                (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
+                    (Err(e), None, None, OutputRequest::default())
+                }
             };
-            FrameRequest { label, request_id: request_id.clone(), offset, irap_offset, video }
+            FrameRequest { label, request_id: request_id.clone(), offset, irap_offset, video, output }
         })
         .collect();
     Ok(Command::RequestFrames { frames, mode: mode_of(value) })
@@ -190,6 +246,11 @@ pub enum Reply {
         index: Value,
         offset: u64,
         size: usize,
+        /// What the bytes are (extension): `jpeg`, `webp` or `png`, and
+        /// the size they were encoded at.
+        format: &'static str,
+        width: u32,
+        height: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<Value>,
         /// The frame's video when the request named one (extension).
@@ -269,10 +330,24 @@ mod tests {
         let Command::RequestFrames { frames, .. } = parse(text).unwrap() else { panic!() };
         assert_eq!(frames[0].request_id, Some(Value::from("r7")));
         let request_id = frames[0].request_id.clone();
-        let reply = Reply::Frame { index: Value::from(0), offset: 5, size: 9, request_id, video: None };
-        assert_eq!(reply.to_text(), r#"{"type":"Frame","index":0,"offset":5,"size":9,"request_id":"r7"}"#);
-        let stage1 = Reply::Frame { index: Value::from(0), offset: 5, size: 9, request_id: None, video: None };
-        assert_eq!(stage1.to_text(), r#"{"type":"Frame","index":0,"offset":5,"size":9}"#);
+        let frame = |request_id| Reply::Frame {
+            index: Value::from(0),
+            offset: 5,
+            size: 9,
+            format: "jpeg",
+            width: 64,
+            height: 48,
+            request_id,
+            video: None,
+        };
+        assert_eq!(
+            frame(request_id).to_text(),
+            r#"{"type":"Frame","index":0,"offset":5,"size":9,"format":"jpeg","width":64,"height":48,"request_id":"r7"}"#
+        );
+        assert_eq!(
+            frame(None).to_text(),
+            r#"{"type":"Frame","index":0,"offset":5,"size":9,"format":"jpeg","width":64,"height":48}"#
+        );
     }
 
     #[test]
@@ -287,10 +362,49 @@ mod tests {
             index: Value::from(0),
             offset: 2,
             size: 9,
+            format: "png",
+            width: 8,
+            height: 6,
             request_id: None,
             video: frames[1].video.clone(),
         };
-        assert_eq!(reply.to_text(), r#"{"type":"Frame","index":0,"offset":2,"size":9,"video":"b.mp4"}"#);
+        assert_eq!(
+            reply.to_text(),
+            r#"{"type":"Frame","index":0,"offset":2,"size":9,"format":"png","width":8,"height":6,"video":"b.mp4"}"#
+        );
+    }
+
+    #[test]
+    fn output_options_are_read_and_bad_ones_fail_every_frame_of_the_request() {
+        let text = r#"{"type":"RequestFrames","output":{"width":640,"format":"webp","quality":70},
+            "frames":[{"offset":1},{"offset":2}]}"#;
+        let Command::RequestFrames { frames, .. } = parse(text).unwrap() else { panic!() };
+        let expected = OutputRequest {
+            format: Some(media::output::Format::Webp),
+            width: Some(640),
+            height: None,
+            quality: Some(70),
+        };
+        assert_eq!(frames[1].output, expected);
+        assert_eq!(frames[0].output.resolve(80).unwrap().quality, 70);
+        for (output, complaint) in [
+            (r#"{"widht":640}"#, "unknown output option \"widht\""),
+            (r#"{"format":"gif"}"#, "jpeg, webp or png"),
+            (r#"{"width":-1}"#, "\"width\" must be an integer"),
+            (r#"{"quality":1000}"#, "\"quality\" must be an integer up to 255"),
+            (r#""small""#, "\"output\" must be an object"),
+        ] {
+            let text =
+                format!(r#"{{"type":"RequestFrames","output":{output},"frames":[{{"offset":1}},{{"offset":2}}]}}"#);
+            let Command::RequestFrames { frames, .. } = parse(&text).unwrap() else { panic!() };
+            for frame in &frames {
+                let error = frame.offset.as_ref().unwrap_err();
+                assert!(error.contains(complaint), "{output}: {error}");
+            }
+        }
+        let text = r#"{"type":"RequestFrames","output":{"format":"png","quality":90},"frames":[{"offset":1}]}"#;
+        let Command::RequestFrames { frames, .. } = parse(text).unwrap() else { panic!() };
+        assert!(frames[0].output.resolve(80).unwrap_err().contains("not png"));
     }
 
     #[test]

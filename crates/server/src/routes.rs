@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use media::output::Output;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -200,12 +201,31 @@ async fn index_of(state: &AppState, path: &str) -> Result<Response, ApiError> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FrameQuery {
     video: String,
     offset: Option<u64>,
     irap_offset: Option<u64>,
     /// Presentation-order frame number, an alternative to `offset`.
     frame: Option<u32>,
+    /// Output options (`media::output`): the box to fit in, the format and quality.
+    width: Option<u32>,
+    height: Option<u32>,
+    format: Option<String>,
+    quality: Option<u8>,
+    /// A signed URL's signature and expiry, checked on the raw query.
+    #[serde(rename = "sig")]
+    _sig: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "exp")]
+    _exp: Option<serde::de::IgnoredAny>,
+}
+
+impl FrameQuery {
+    fn output(&self, jpeg_quality: u8) -> Result<Output, ApiError> {
+        let invalid = |reason: String| ApiError(StatusCode::BAD_REQUEST, "invalid_request", reason);
+        let format = self.format.as_deref().map(str::parse).transpose().map_err(invalid)?;
+        Output::new(format, self.width, self.height, self.quality, jpeg_quality).map_err(invalid)
+    }
 }
 
 /// Frames never change for a given object version, so caches may keep them
@@ -235,6 +255,7 @@ async fn frame(
         }
         None => IMMUTABLE,
     };
+    let output = query.output(state.args.jpeg_quality)?;
     let channel = state.channels.open(&query.video).await?;
     let position = match (query.offset, query.frame) {
         (Some(offset), None) => channel.resolve(offset, query.irap_offset)?,
@@ -250,8 +271,7 @@ async fn frame(
             ))
         }
     };
-    let quality = state.args.jpeg_quality;
-    let etag = channel.frame_etag(position, quality);
+    let etag = channel.frame_etag(position, &output);
     let cached_by_client = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
@@ -260,8 +280,8 @@ async fn frame(
     if cached_by_client {
         return Ok((StatusCode::NOT_MODIFIED, caching).into_response());
     }
-    let jpeg = channel.jpeg(position, quality, None, None).await?;
-    Ok(([(header::CONTENT_TYPE, "image/jpeg")], caching, jpeg).into_response())
+    let image = channel.image(position, output, None, None).await?;
+    Ok(([(header::CONTENT_TYPE, output.format.media_type())], caching, image.bytes).into_response())
 }
 
 /// 200 `ready` when storage answers, else 503 with the reason.

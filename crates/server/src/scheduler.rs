@@ -10,6 +10,7 @@
 
 use crate::channel::{Channel, FrameFailure};
 use crate::protocol::FrameRequest;
+use media::output::Output;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct Job {
     /// The video (as set when the frame was requested) and the frame's
     /// decode position in it, or why the frame cannot be served.
     pub target: Result<(Arc<Channel>, u32), FrameFailure>,
+    /// What the frame is encoded as (the request's `output`, checked).
+    pub output: Output,
     /// Furthest decode position this frame's request wants in the same GOP.
     pub read_ahead_to: Option<u32>,
     /// The mode of the request the frame came with.
@@ -113,8 +116,10 @@ mod tests {
                     offset: Ok(0),
                     irap_offset: None,
                     video: None,
+                    output: Default::default(),
                 },
                 target: Err(FrameFailure::new(Failure::NoVideo, "test")),
+                output: Output::jpeg(80),
                 read_ahead_to: None,
                 mode: Mode::Fifo,
                 cancel: Default::default(),

@@ -24,6 +24,7 @@
 
 use crate::auth::Grant;
 use crate::channel::{Channel, Failure, FrameFailure};
+use crate::frame_cache::Image;
 use crate::metrics::{FRAMES_SERVED, FRAME_ERRORS, SESSIONS, SESSIONS_CLOSED};
 use crate::protocol::{parse, ChunkRejection, ChunkSpec, Command, FrameRequest, Reply, VideoSummary};
 use crate::scheduler::{Job, Mode, Queue};
@@ -32,6 +33,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
 use futures_util::stream::{FuturesOrdered, SplitSink};
 use futures_util::{SinkExt, StreamExt};
+use media::output::Output;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,7 +46,7 @@ enum Outgoing {
     /// back once the socket has taken the bytes.
     Frame {
         header: String,
-        jpeg: Bytes,
+        image: Bytes,
         _budget: OwnedSemaphorePermit,
     },
     /// Ends the session with this close code.
@@ -147,7 +149,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, slot: SessionSlot, gra
         budget_bytes,
         draining: AtomicBool::new(false),
     });
-    let worker = tokio::spawn(serve_queue(shared.clone(), out.clone(), state.clone()));
+    let worker = tokio::spawn(serve_queue(shared.clone(), out.clone()));
     let mut video: Option<Arc<Channel>> = None;
     // Registered IRAP sections of the current video: IRAP offset → wanted frame offsets.
     let mut chunks: HashMap<u64, Option<Vec<u64>>> = HashMap::new();
@@ -322,9 +324,9 @@ async fn write(
             Some(Outgoing::Close(code, reason)) => break Some((code, reason)),
             Some(Outgoing::Ping) => send_within(&mut sink, Message::Ping(Bytes::new()), timeouts.client).await,
             Some(Outgoing::Text(text)) => send_within(&mut sink, Message::Text(text.into()), timeouts.client).await,
-            Some(Outgoing::Frame { header, jpeg, _budget }) => {
+            Some(Outgoing::Frame { header, image, _budget }) => {
                 match send_within(&mut sink, Message::Text(header.into()), timeouts.client).await {
-                    Ok(()) => send_within(&mut sink, Message::Binary(jpeg), timeouts.client).await,
+                    Ok(()) => send_within(&mut sink, Message::Binary(image), timeouts.client).await,
                     error => error,
                 }
             }
@@ -489,6 +491,7 @@ fn chunk_frames(
                 offset: Ok(offset),
                 irap_offset: Some(irap_offset),
                 video: None,
+                output: Default::default(),
             }
         })
         .collect())
@@ -518,7 +521,7 @@ async fn request_frames(
     let room = limits.max_queued_frames.saturating_sub(shared.queue().len());
     let over_queue = frames.split_off(frames.len().min(room));
     let channels = channels_for(&frames, video, state, grant).await;
-    let jobs = jobs_for(frames, channels, mode);
+    let jobs = jobs_for(frames, channels, mode, state.args.jpeg_quality);
     if mode == Mode::Latest {
         // The position being decoded is one the user has left: stop it at the
         // next sample (the decoder stays positioned; nothing decoded is lost).
@@ -573,13 +576,23 @@ async fn channels_for(
 /// Resolves a request's frames against their videos and works out how far
 /// each one's read should reach: the furthest frame of the same GOP this
 /// request wants.
-fn jobs_for(frames: Vec<FrameRequest>, channels: Vec<Result<Arc<Channel>, FrameFailure>>, mode: Mode) -> Vec<Job> {
+fn jobs_for(
+    frames: Vec<FrameRequest>,
+    channels: Vec<Result<Arc<Channel>, FrameFailure>>,
+    mode: Mode,
+    jpeg_quality: u8,
+) -> Vec<Job> {
+    let invalid = |reason| FrameFailure::new(Failure::InvalidRequest, reason);
+    let outputs: Vec<Result<Output, FrameFailure>> =
+        frames.iter().map(|frame| frame.output.resolve(jpeg_quality).map_err(invalid)).collect();
     let targets: Vec<Result<(Arc<Channel>, u32), FrameFailure>> = frames
         .iter()
         .zip(channels)
-        .map(|(frame, channel)| {
+        .zip(&outputs)
+        .map(|((frame, channel), output)| {
+            output.as_ref().map_err(Clone::clone)?;
             let channel = channel?;
-            let offset = frame.offset.clone().map_err(|reason| FrameFailure::new(Failure::InvalidRequest, reason))?;
+            let offset = frame.offset.clone().map_err(invalid)?;
             let position = channel.resolve(offset, frame.irap_offset)?;
             Ok((channel, position))
         })
@@ -593,9 +606,11 @@ fn jobs_for(frames: Vec<FrameRequest>, channels: Vec<Result<Arc<Channel>, FrameF
     frames
         .into_iter()
         .zip(targets)
-        .map(|(frame, target)| {
+        .zip(outputs)
+        .map(|((frame, target), output)| {
             let read_ahead_to = target.as_ref().ok().map(|(channel, position)| furthest[&gop_of(channel, *position)]);
-            Job { frame, target, read_ahead_to, mode, cancel: Arc::default() }
+            let output = output.unwrap_or(Output::jpeg(jpeg_quality));
+            Job { frame, target, output, read_ahead_to, mode, cancel: Arc::default() }
         })
         .collect()
 }
@@ -604,8 +619,7 @@ fn jobs_for(frames: Vec<FrameRequest>, channels: Vec<Result<Arc<Channel>, FrameF
 /// sends their answers in the order they were taken. Each frame is produced
 /// by a task of its own, so the decoder and encode slot it uses are given
 /// back when the work is done, not when this session gets round to sending.
-async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Arc<AppState>) {
-    let quality = state.args.jpeg_quality;
+async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>) {
     let mut in_flight = FuturesOrdered::new();
     loop {
         loop {
@@ -624,7 +638,7 @@ async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Ar
                 shared.decoding_latest.lock().unwrap_or_else(|p| p.into_inner()).push(job.cancel.clone());
             }
             let frame = job.frame.clone();
-            in_flight.push_back(Production { frame: Some(frame), task: tokio::spawn(serve(job, quality)) });
+            in_flight.push_back(Production { frame: Some(frame), task: tokio::spawn(serve(job)) });
         }
         if in_flight.is_empty() {
             // Nothing queued either (the loop above took what it could).
@@ -650,11 +664,11 @@ async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>, state: Ar
 /// ended) stops the work. A task that panicked is answered with an error.
 struct Production {
     frame: Option<FrameRequest>,
-    task: tokio::task::JoinHandle<Result<Bytes, FrameFailure>>,
+    task: tokio::task::JoinHandle<Result<Image, FrameFailure>>,
 }
 
 impl std::future::Future for Production {
-    type Output = (FrameRequest, Result<Bytes, FrameFailure>);
+    type Output = (FrameRequest, Result<Image, FrameFailure>);
 
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
         let answer = std::task::ready!(std::pin::Pin::new(&mut self.task).poll(cx)).unwrap_or_else(|error| {
@@ -671,23 +685,23 @@ impl Drop for Production {
     }
 }
 
-async fn serve(job: Job, quality: u8) -> Result<Bytes, FrameFailure> {
+async fn serve(job: Job) -> Result<Image, FrameFailure> {
     let cancel = (job.mode == Mode::Latest).then_some(job.cancel);
     let (channel, position) = job.target?;
-    channel.jpeg(position, quality, job.read_ahead_to, cancel).await
+    channel.image(position, job.output, job.read_ahead_to, cancel).await
 }
 
 /// Queues a frame's answer once the session's outgoing budget has room for
 /// it. False when the session is over (the writer gave up or the client left).
 async fn deliver(
     frame: &FrameRequest,
-    answer: Result<Bytes, FrameFailure>,
+    answer: Result<Image, FrameFailure>,
     shared: &Shared,
     out: &mpsc::Sender<Outgoing>,
 ) -> bool {
     match answer {
-        Ok(jpeg) => {
-            let share = jpeg.len().clamp(1, shared.budget_bytes) as u32;
+        Ok(image) => {
+            let share = image.bytes.len().clamp(1, shared.budget_bytes) as u32;
             let budget = tokio::select! {
                 permit = shared.budget.clone().acquire_many_owned(share) => permit.expect("the budget is never closed"),
                 _ = out.closed() => return false,
@@ -696,11 +710,14 @@ async fn deliver(
             let header = Reply::Frame {
                 index: frame.label.clone(),
                 offset: frame.echoed_offset(),
-                size: jpeg.len(),
+                size: image.bytes.len(),
+                format: image.format.name(),
+                width: image.width,
+                height: image.height,
                 request_id: frame.request_id.clone(),
                 video: frame.video.clone(),
             };
-            out.send(Outgoing::Frame { header: header.to_text(), jpeg, _budget: budget }).await.is_ok()
+            out.send(Outgoing::Frame { header: header.to_text(), image: image.bytes, _budget: budget }).await.is_ok()
         }
         Err(failure) => send(out, frame_error(frame, failure)).await,
     }

@@ -102,6 +102,7 @@ pub fn stream_info(path: &Path) -> Result<StreamInfo> {
     let streams = serde_json::from_slice::<Output>(&output.stdout)?.streams;
     streams.into_iter().next().with_context(|| format!("{} has no video stream", path.display()))
 }
+
 /// Whether the stream's first PPS enables wavefront decoding
 /// (`entropy_coding_sync_enabled_flag`), as FFmpeg's `trace_headers` reads it.
 pub fn wavefront(path: &Path) -> Result<bool> {
