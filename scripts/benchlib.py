@@ -77,6 +77,26 @@ def bench(port, videos, clients, *extra):
     return json.loads(out.stdout)
 
 
+def make_long_720(videos, shared, scratch):
+    """A 1-hour 720p MP4 in `videos` (bbb720-frag.mp4 repeated 360 times, remuxed), made once."""
+    long = videos / "long720.mp4"
+    if long.exists():
+        return long
+    print("making a 1-hour 720p MP4 (bbb720-frag.mp4 repeated 360 times, remuxed)", flush=True)
+    quiet = {"check": True, "capture_output": True}
+    raw, joined = scratch / "bbb720.265", scratch / "long720.265"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", shared / "bbb720-frag.mp4", "-c", "copy", "-bsf:v",
+                    "hevc_mp4toannexb", "-f", "hevc", raw], **quiet)
+    with open(joined, "wb") as out:
+        chunk = raw.read_bytes()
+        for _ in range(360):
+            out.write(chunk)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-r", "25", "-i", joined, "-c", "copy", "-tag:v", "hvc1", long],
+                   **quiet)
+    joined.unlink()
+    return long
+
+
 def write_section(begin, end, lines):
     """Replaces (or appends) the section between `begin` and `end` in docs/benchmarks.md."""
     report = ROOT / "docs/benchmarks.md"

@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::drag::{Drag, DragResult};
@@ -72,6 +73,20 @@ pub struct BenchArgs {
     /// Queue mode sent with every request: fifo, lifo or latest (default: none, the server's fifo).
     #[arg(long)]
     pub mode: Option<String>,
+
+    /// Ask for frames fitting this width (the request's `output`, see
+    /// docs/protocol.md; default: the video's size).
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// Ask for frames fitting this height.
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// Ask for frames in this format: jpeg (default), webp or png.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Ask for this JPEG or WebP quality (default: the server's).
+    #[arg(long)]
+    pub quality: Option<u8>,
 
     /// Open loop: ask for a new random frame every this many milliseconds
     /// without waiting for answers (a dragged timeline), and report the
@@ -187,17 +202,17 @@ pub async fn run(args: BenchArgs) -> Result<Summary> {
     }
     let started = Instant::now();
     let stop_at = args.duration_secs.map(|secs| started + Duration::from_secs(secs));
+    let asking = Arc::new(Asking::from(&args));
     let tasks: Vec<_> = plans
         .into_iter()
         .enumerate()
         .map(|(client, (video, frames))| {
-            let (url, output, progress, mode) =
-                (args.url.clone(), args.output.clone(), progress.clone(), args.mode.clone());
+            let (url, output, progress, asking) =
+                (args.url.clone(), args.output.clone(), progress.clone(), asking.clone());
             let read_delay = Duration::from_millis(args.read_delay_ms);
             tokio::spawn(async move {
-                let mode = mode.as_deref();
                 let pacing = Pacing { timeout, read_delay, stop_at };
-                run_client(client, &url, &video, frames, batch, mode, output, pacing, progress).await
+                run_client(client, &url, &video, frames, batch, &asking, output, pacing, progress).await
             })
         })
         .collect();
@@ -359,6 +374,36 @@ impl Continuity {
 }
 
 /// How a closed-loop client paces itself.
+/// What every request carries besides its frames.
+struct Asking {
+    mode: Option<String>,
+    /// The `output` object, when any option was given.
+    output: Option<Value>,
+    /// File name extension of saved frames.
+    extension: String,
+}
+
+impl From<&BenchArgs> for Asking {
+    fn from(args: &BenchArgs) -> Self {
+        let mut output = serde_json::Map::new();
+        for (name, value) in [
+            ("width", args.width.map(Value::from)),
+            ("height", args.height.map(Value::from)),
+            ("format", args.format.clone().map(Value::from)),
+            ("quality", args.quality.map(Value::from)),
+        ] {
+            if let Some(value) = value {
+                output.insert(name.into(), value);
+            }
+        }
+        let extension = match args.format.as_deref() {
+            None | Some("jpeg") => "jpg".to_string(),
+            Some(other) => other.to_string(),
+        };
+        Self { mode: args.mode.clone(), output: (!output.is_empty()).then_some(Value::Object(output)), extension }
+    }
+}
+
 struct Pacing {
     /// Longest wait for any one answer (or reconnect).
     timeout: Duration,
@@ -375,7 +420,7 @@ async fn run_client(
     video: &str,
     frames: Vec<(usize, FrameRef)>,
     batch: usize,
-    mode: Option<&str>,
+    asking: &Asking,
     output: Option<PathBuf>,
     pacing: Pacing,
     progress: ProgressBar,
@@ -393,14 +438,14 @@ async fn run_client(
         result.requested += chunk.len();
         let sent = Instant::now();
         while !unanswered.is_empty() {
-            let request = frames_request(&frames, &unanswered, mode);
+            let request = frames_request(&frames, &unanswered, asking);
             let lost = if session.send_json(&request).await.is_ok() {
                 answer_loop(
                     &mut session,
                     &mut unanswered,
                     &frames,
                     &mut result,
-                    &output,
+                    output.as_deref().map(|dir| (dir, asking.extension.as_str())),
                     client,
                     &pacing,
                     sent,
@@ -424,7 +469,7 @@ async fn run_client(
 }
 
 /// A `RequestFrames` for the planned frames `which`.
-fn frames_request(frames: &[(usize, FrameRef)], which: &[usize], mode: Option<&str>) -> Value {
+fn frames_request(frames: &[(usize, FrameRef)], which: &[usize], asking: &Asking) -> Value {
     let entries: Vec<Value> = which
         .iter()
         .map(|&planned| {
@@ -437,8 +482,11 @@ fn frames_request(frames: &[(usize, FrameRef)], which: &[usize], mode: Option<&s
         })
         .collect();
     let mut request = json!({"type": "RequestFrames", "frames": entries});
-    if let Some(mode) = mode {
+    if let Some(mode) = &asking.mode {
         request["mode"] = json!(mode);
+    }
+    if let Some(output) = &asking.output {
+        request["output"] = output.clone();
     }
     request
 }
@@ -451,7 +499,7 @@ async fn answer_loop(
     unanswered: &mut Vec<usize>,
     frames: &[(usize, FrameRef)],
     result: &mut ClientResult,
-    output: &Option<PathBuf>,
+    save: Option<(&std::path::Path, &str)>,
     client: usize,
     pacing: &Pacing,
     sent: Instant,
@@ -477,8 +525,8 @@ async fn answer_loop(
                 result.latencies_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
                 result.received += 1;
                 result.bytes += jpeg.len() as u64;
-                if let Some(dir) = output {
-                    let name = format!("client{client:02}_frame{:06}.jpg", frames[planned].0);
+                if let Some((dir, extension)) = save {
+                    let name = format!("client{client:02}_frame{:06}.{extension}", frames[planned].0);
                     tokio::fs::write(dir.join(name), &jpeg).await?;
                 }
             }

@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{fetch_index, serve_generated, MIN_PSNR};
+use common::{check_scaled, fetch_index, serve_generated, MIN_PSNR};
 use serde_json::{json, Value};
-use testkit::image::{box_downscale, check_frame, psnr, SmallImage};
+use testkit::image::{check_frame, psnr, SmallImage};
 use testkit::processes::{http_get, http_get_with};
 use testkit::ws::{Answer, Client};
 
@@ -38,44 +38,6 @@ fn decode_webp(bytes: &[u8]) -> SmallImage {
 fn decode_jpeg(bytes: &[u8]) -> SmallImage {
     let rgb = media::jpeg::decode_rgb(bytes).unwrap();
     SmallImage { width: rgb.width, height: rgb.height, pixels: rgb.pixels }
-}
-
-/// Shrinks both to the same size by averaging blocks, so a scaled frame is
-/// compared with FFmpeg's full-size decode.
-fn compare_scaled(scaled: &SmallImage, reference: &SmallImage) -> f64 {
-    let factor = reference.width / scaled.width;
-    let common = box_downscale(&reference.pixels, reference.width, reference.height, factor);
-    let cropped = SmallImage {
-        width: common.width.min(scaled.width),
-        height: common.height.min(scaled.height),
-        pixels: Vec::new(),
-    };
-    let crop = |image: &SmallImage| {
-        let mut pixels = Vec::new();
-        for y in 0..cropped.height {
-            pixels.extend_from_slice(&image.pixels[y * image.width * 3..(y * image.width + cropped.width) * 3]);
-        }
-        SmallImage { pixels, ..cropped.clone() }
-    };
-    psnr(&crop(scaled), &crop(&common))
-}
-
-/// The scaled frame is close to reference frame `index` and closer to it
-/// than to its neighbours.
-fn check_scaled(scaled: &SmallImage, reference: &[SmallImage], index: usize, min_psnr: f64) -> Result<(), String> {
-    let own = compare_scaled(scaled, &reference[index]);
-    if own < min_psnr {
-        return Err(format!("frame {index}: {own:.1} dB against FFmpeg's decode, below {min_psnr} dB"));
-    }
-    for neighbour in [index.wrapping_sub(1), index + 1] {
-        if let Some(other) = reference.get(neighbour) {
-            let theirs = compare_scaled(scaled, other);
-            if theirs >= own {
-                return Err(format!("frame {index}: closer to {neighbour} ({theirs:.1} dB) than itself ({own:.1} dB)"));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod player;
 pub mod probe;
 pub mod scale;
 pub mod source;
+pub mod sprite;
 
 pub use budget::{Budget, Corrupt, OverBudget};
 pub use decoder::Threading;

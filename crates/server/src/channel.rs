@@ -26,6 +26,7 @@ use crate::metrics::{
     VIDEO_OPENS,
 };
 use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
+use crate::thumbnails::{Strip, StripSpec};
 use crate::urgency::Urgency;
 use bytes::Bytes;
 use media::output::Output;
@@ -130,9 +131,14 @@ pub struct Channel {
     pub version: String,
     /// The serialised index, made on first request.
     index_document: std::sync::OnceLock<Bytes>,
+    /// Thumbnail strips made (or being made) for this video, a few at most.
+    strips: Mutex<HashMap<StripSpec, Arc<tokio::sync::OnceCell<Arc<Strip>>>>>,
     /// The index's share of the memory budget.
     _index_memory: Reservation,
 }
+
+/// Thumbnail strips (different widths or counts) kept per video.
+const KEPT_STRIPS: usize = 4;
 
 impl Channel {
     /// Reads the header and builds the index (a few range reads).
@@ -201,6 +207,7 @@ impl Channel {
             last_requested: Mutex::new(None),
             last_used: Mutex::new(std::time::Instant::now()),
             index_document: std::sync::OnceLock::new(),
+            strips: Mutex::default(),
             version,
             _index_memory: index_memory,
         })
@@ -209,14 +216,20 @@ impl Channel {
     /// A strong HTTP entity tag for a frame: the same object content, frame and
     /// output settings always give the same tag, in every process.
     pub fn frame_etag(&self, position: u32, output: &Output) -> String {
+        let Output { format, max_width, max_height, quality } = output;
+        // Today's JPEG keeps its tag; other settings extend it.
+        if *output == Output::jpeg(*quality) {
+            self.tag(&format!("{position}\0{quality}"))
+        } else {
+            self.tag(&format!("{position}\0{quality}\0{}\0{max_width:?}\0{max_height:?}", format.name()))
+        }
+    }
+
+    /// A strong HTTP entity tag for `what` of this object's content.
+    pub fn tag(&self, what: &str) -> String {
         // FNV-1a: stable across builds and machines, unlike std's hasher.
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
-        let Output { format, max_width, max_height, quality } = output;
-        let mut text = format!("{}\0{}\0{position}\0{quality}", self.path.text, self.version);
-        // Today's JPEG keeps its tag; other settings extend it.
-        if *output != Output::jpeg(*quality) {
-            text += &format!("\0{}\0{max_width:?}\0{max_height:?}", format.name());
-        }
+        let text = format!("{}\0{}\0{what}", self.path.text, self.version);
         for byte in text.bytes() {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
         }
@@ -314,6 +327,19 @@ impl Channel {
         Ok(position)
     }
 
+    /// The thumbnail strip of `spec` (`thumbnails.rs`): made once, however
+    /// many ask at the same time; failures are not kept.
+    pub async fn thumbnails(self: &Arc<Self>, spec: StripSpec) -> Result<Arc<Strip>, FrameFailure> {
+        let cell = {
+            let mut strips = self.strips.lock().expect("strips lock");
+            if strips.len() >= KEPT_STRIPS && !strips.contains_key(&spec) {
+                strips.clear();
+            }
+            strips.entry(spec).or_default().clone()
+        };
+        cell.get_or_try_init(|| async { crate::thumbnails::make(self, spec).await.map(Arc::new) }).await.cloned()
+    }
+
     /// The image of the frame at decode-order `position`. `read_ahead_to` is
     /// the furthest decode position the caller is about to ask for as well
     /// (e.g. the rest of a batch), so its bytes come in the same read.
@@ -404,6 +430,35 @@ impl Channel {
         furthest.saturating_add(READ_AHEAD_SAMPLES).min(self.index.samples.len() as u32 - 1)
     }
 
+    /// The decoded picture at decode-order `position`, its bytes read up to
+    /// `read_ahead_to` (`None`: asked for on its own, a random access).
+    pub async fn decode(
+        &self,
+        position: u32,
+        read_ahead_to: Option<u32>,
+        cancel: Option<Arc<AtomicBool>>,
+        urgency: Urgency,
+    ) -> Result<media::Picture, FrameFailure> {
+        let needed = Player::required_bytes(&self.index, position);
+        let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
+        let span = self.bytes.covering(needed, wanted_end).await?;
+        let _decode_timer = Timer::new(DECODE_SECONDS);
+        let alone = read_ahead_to.is_none();
+        self.shared.pool.picture(&self.decoders, (position, alone), span, cancel, urgency).await.map_err(|error| {
+            match error {
+                DecodeError::NotDecodable => FrameFailure::new(Failure::NotDecodable, error.to_string()),
+                // Either a newer latest-mode request replaced it, or (a prefetch) a request needed the decoder.
+                DecodeError::Cancelled => {
+                    FrameFailure::new(Failure::Superseded, "a newer request in latest mode replaced it")
+                }
+                DecodeError::Failed(cause) if cause.is::<NoMemory>() => {
+                    FrameFailure::new(Failure::Busy, format!("{cause:#}; try again later"))
+                }
+                DecodeError::Failed(cause) => FrameFailure::new(Failure::DecodeFailed, format!("{cause:#}")),
+            }
+        })
+    }
+
     async fn produce(
         &self,
         position: u32,
@@ -412,27 +467,7 @@ impl Channel {
         cancel: Option<Arc<AtomicBool>>,
         urgency: Urgency,
     ) -> Result<Image, FrameFailure> {
-        let needed = Player::required_bytes(&self.index, position);
-        let wanted_end = self.read_ahead_end(position, read_ahead_to, needed.end);
-        let span = self.bytes.covering(needed, wanted_end).await?;
-        let decode_timer = Timer::new(DECODE_SECONDS);
-        // A frame with no read ahead is asked for on its own (random access).
-        let alone = read_ahead_to.is_none();
-        let picture =
-            self.shared.pool.picture(&self.decoders, (position, alone), span, cancel, urgency.clone()).await.map_err(
-                |error| match error {
-                    DecodeError::NotDecodable => FrameFailure::new(Failure::NotDecodable, error.to_string()),
-                    // Either a newer latest-mode request replaced it, or (a prefetch) a request needed the decoder.
-                    DecodeError::Cancelled => {
-                        FrameFailure::new(Failure::Superseded, "a newer request in latest mode replaced it")
-                    }
-                    DecodeError::Failed(cause) if cause.is::<NoMemory>() => {
-                        FrameFailure::new(Failure::Busy, format!("{cause:#}; try again later"))
-                    }
-                    DecodeError::Failed(cause) => FrameFailure::new(Failure::DecodeFailed, format!("{cause:#}")),
-                },
-            )?;
-        drop(decode_timer);
+        let picture = self.decode(position, read_ahead_to, cancel, urgency.clone()).await?;
         // Encodes wait their turn (in order) so they never crowd the decoders off the cores.
         let _encoding = crate::metrics::InProgress::new(crate::metrics::ENCODES);
         let _slot = self.shared.encode_slots.acquire(urgency).await;

@@ -28,6 +28,7 @@ pub mod scheduler;
 pub mod session;
 pub mod span_cache;
 pub mod storage;
+pub mod thumbnails;
 pub mod urgency;
 pub mod web;
 

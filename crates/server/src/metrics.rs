@@ -83,7 +83,10 @@ fn describe() {
         DECODE_SECONDS,
         "Decoding one requested frame, including frames decoded on the way, seconds"
     );
-    metrics::describe_histogram!(ENCODE_SECONDS, "Scaling, colour conversion and encoding (JPEG, WebP or PNG) of one frame, seconds");
+    metrics::describe_histogram!(
+        ENCODE_SECONDS,
+        "Scaling, colour conversion and encoding (JPEG, WebP or PNG) of one frame, seconds"
+    );
     metrics::describe_gauge!(SESSIONS, "Open WebSocket sessions");
     metrics::describe_counter!(SESSIONS_CLOSED, "Sessions the server closed, by reason (not reading, idle, too big)");
     metrics::describe_gauge!(CHANNELS, "Videos open in this process");

@@ -31,6 +31,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/videos/{*rest}", get(video_resource))
         .route("/api/v1/index", get(index_by_query))
         .route("/api/v1/frame", get(frame))
+        .route("/api/v1/thumbnails", get(thumbnail_map))
+        .route("/api/v1/thumbnails/sprite", get(thumbnail_sprite))
         .route("/metrics", get(metrics))
         // The fastest level: nearly all of the gain, and the cores are for decoding.
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
@@ -241,20 +243,7 @@ async fn frame(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // A signed URL vouches for exactly this frame; otherwise a token must.
-    let raw_query = uri.query().unwrap_or_default();
-    // A signed URL is its own credential (the signature is part of every cache key).
-    let cache_control = match &state.auth {
-        Some(auth) if raw_query.split('&').any(|pair| pair.starts_with("sig=")) => {
-            auth.check_signed_url(uri.path(), raw_query).map_err(ApiError::from)?;
-            IMMUTABLE
-        }
-        Some(_) => {
-            check_path(&grant(&state, &headers, None)?, &query.video)?;
-            IMMUTABLE_PRIVATE
-        }
-        None => IMMUTABLE,
-    };
+    let cache_control = authorize_image(&state, &uri, &headers, &query.video)?;
     let output = query.output(state.args.jpeg_quality)?;
     let channel = state.channels.open(&query.video).await?;
     let position = match (query.offset, query.frame) {
@@ -272,16 +261,108 @@ async fn frame(
         }
     };
     let etag = channel.frame_etag(position, &output);
-    let cached_by_client = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"));
-    let caching = [(header::ETAG, etag), (header::CACHE_CONTROL, cache_control.to_string())];
-    if cached_by_client {
+    let caching = [(header::ETAG, etag.clone()), (header::CACHE_CONTROL, cache_control.to_string())];
+    if matches_etag(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, caching).into_response());
     }
     let image = channel.image(position, output, None, None).await?;
     Ok(([(header::CONTENT_TYPE, output.format.media_type())], caching, image.bytes).into_response())
+}
+
+/// Whether the client already holds the representation tagged `etag`.
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
+}
+
+/// Checks who may have an image of `video`; how caches may keep it. A
+/// signed URL vouches for exactly this request and is its own credential
+/// (the signature is part of every cache key); otherwise a token must.
+fn authorize_image(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    video: &str,
+) -> Result<&'static str, ApiError> {
+    let raw_query = uri.query().unwrap_or_default();
+    Ok(match &state.auth {
+        Some(auth) if raw_query.split('&').any(|pair| pair.starts_with("sig=")) => {
+            auth.check_signed_url(uri.path(), raw_query).map_err(ApiError::from)?;
+            IMMUTABLE
+        }
+        Some(_) => {
+            check_path(&grant(state, headers, None)?, video)?;
+            IMMUTABLE_PRIVATE
+        }
+        None => IMMUTABLE,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThumbnailQuery {
+    video: String,
+    width: Option<u32>,
+    count: Option<u32>,
+    #[serde(rename = "sig")]
+    _sig: Option<serde::de::IgnoredAny>,
+    #[serde(rename = "exp")]
+    _exp: Option<serde::de::IgnoredAny>,
+}
+
+/// Answers a thumbnail request: checked and authorised, 304 when the client
+/// holds it, else the strip made (or found) and shown by `show`.
+async fn thumbnail_answer(
+    state: &AppState,
+    query: &ThumbnailQuery,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    kind: &str,
+    show: impl FnOnce(&crate::thumbnails::Strip) -> Response,
+) -> Result<Response, ApiError> {
+    let cache_control = authorize_image(state, uri, headers, &query.video)?;
+    let spec = crate::thumbnails::StripSpec::new(query.width, query.count)
+        .map_err(|reason| ApiError(StatusCode::BAD_REQUEST, "invalid_request", reason))?;
+    let channel = state.channels.open(&query.video).await?;
+    let etag = channel.tag(&format!("thumbnails\0{kind}\0{}\0{}", spec.width, spec.count));
+    let caching = [(header::ETAG, etag.clone()), (header::CACHE_CONTROL, cache_control.to_string())];
+    if matches_etag(headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, caching).into_response());
+    }
+    let strip = channel.thumbnails(spec).await?;
+    Ok((caching, show(&strip)).into_response())
+}
+
+/// `GET /api/v1/thumbnails`: the strip's map (JSON), naming its sprite.
+async fn thumbnail_map(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<ThumbnailQuery>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // The sprite is fetched with the same query (and signature, if any).
+    let sprite = format!("/api/v1/thumbnails/sprite?{}", uri.query().unwrap_or_default());
+    thumbnail_answer(&state, &query, &uri, &headers, "map", |strip| {
+        let map = json!({"video": query.video, "sprite": sprite, "width": strip.width, "height": strip.height,
+                         "tiles": strip.tiles});
+        Json(map).into_response()
+    })
+    .await
+}
+
+/// `GET /api/v1/thumbnails/sprite`: the strip's sprite (JPEG).
+async fn thumbnail_sprite(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<ThumbnailQuery>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    thumbnail_answer(&state, &query, &uri, &headers, "sprite", |strip| {
+        ([(header::CONTENT_TYPE, "image/jpeg")], strip.sprite.clone()).into_response()
+    })
+    .await
 }
 
 /// 200 `ready` when storage answers, else 503 with the reason.

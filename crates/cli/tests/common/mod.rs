@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use testkit::fixtures::Fixture;
-use testkit::image::{box_downscale, check_frame, factor_for};
+use testkit::image::{box_downscale, check_frame, factor_for, psnr, SmallImage};
 use testkit::processes::{http_get, Running};
 use testkit::ws::{Answer, Client};
 
@@ -286,4 +286,42 @@ pub fn check_saved(out: &Path, videos: &[(String, Fixture)]) -> usize {
         checked += 1;
     }
     checked
+}
+
+/// Shrinks both to the same size by averaging blocks, so a scaled frame is
+/// compared with FFmpeg's full-size decode.
+pub fn compare_scaled(scaled: &SmallImage, reference: &SmallImage) -> f64 {
+    let factor = reference.width / scaled.width;
+    let common = box_downscale(&reference.pixels, reference.width, reference.height, factor);
+    let cropped = SmallImage {
+        width: common.width.min(scaled.width),
+        height: common.height.min(scaled.height),
+        pixels: Vec::new(),
+    };
+    let crop = |image: &SmallImage| {
+        let mut pixels = Vec::new();
+        for y in 0..cropped.height {
+            pixels.extend_from_slice(&image.pixels[y * image.width * 3..(y * image.width + cropped.width) * 3]);
+        }
+        SmallImage { pixels, ..cropped.clone() }
+    };
+    psnr(&crop(scaled), &crop(&common))
+}
+
+/// The scaled frame is close to reference frame `index` and closer to it
+/// than to its neighbours.
+pub fn check_scaled(scaled: &SmallImage, reference: &[SmallImage], index: usize, min_psnr: f64) -> Result<(), String> {
+    let own = compare_scaled(scaled, &reference[index]);
+    if own < min_psnr {
+        return Err(format!("frame {index}: {own:.1} dB against FFmpeg's decode, below {min_psnr} dB"));
+    }
+    for neighbour in [index.wrapping_sub(1), index + 1] {
+        if let Some(other) = reference.get(neighbour) {
+            let theirs = compare_scaled(scaled, other);
+            if theirs >= own {
+                return Err(format!("frame {index}: closer to {neighbour} ({theirs:.1} dB) than itself ({own:.1} dB)"));
+            }
+        }
+    }
+    Ok(())
 }
