@@ -1,6 +1,7 @@
 // The page: opens videos from the URL or the picker, keeps the position,
 // asks the server for frames (latest-first while scrubbing or stepping, a
-// window ahead while playing), draws them and keeps the URL, the overlay
+// window ahead while playing, scaled to the screen while playing and
+// dragging, full size at rest), draws them and keeps the URL, the overlay
 // and the error banner up to date. Several clips share one position (kept
 // in sync by time); each has a WebSocket session of its own, on its video.
 
@@ -39,6 +40,7 @@ class App {
     this.nextDue = 0;
     this.stalled = false;
     this.loop = true;
+    this.native = false; // 1:1: full-size frames while playing and scrubbing too
     this.rate = null; // frames per second; null: the video's own
     this.speed = 1;
     this.pendingScrub = null;
@@ -103,6 +105,13 @@ class App {
     }
     const first = this.clips[0];
     this.timeline.setVideo(first.frameCount, first.keyframes);
+    first
+      .thumbnails()
+      .then((strip) => {
+        if (strip && this.clips[0] === first) this.timeline.setThumbnails(strip);
+        else if (strip) URL.revokeObjectURL(strip.url);
+      })
+      .catch(() => {});
     $('#frame-input').max = String(first.frameCount - 1);
     this.show(Math.min(Math.max(frame, 0), first.frameCount - 1));
     this.updateUrl(true);
@@ -196,7 +205,8 @@ class App {
     this.clips.forEach((clip, i) => {
       const { key } = clip.keyframeOf(this.frameOf(i, n));
       const request = clip.request(key, { c: i, n: key, s: seq });
-      clip.send({ type: 'RequestFrames', mode: 'latest', id: seq, frames: [request] });
+      const output = this.native ? undefined : clip.passingOutput();
+      clip.send({ type: 'RequestFrames', mode: 'latest', id: seq, output, frames: [request] });
     });
   }
 
@@ -225,6 +235,8 @@ class App {
     this.stalled = false;
     this.renderPlayButton();
     this.updateUrl(true);
+    // At rest the exact picture is shown: one that came scaled is replaced.
+    if (this.clips.some((clip) => clip.shownWidth < clip.index.width)) this.show(this.position);
   }
 
   get frameInterval() {
@@ -257,7 +269,8 @@ class App {
       this.clips.forEach((clip, i) => {
         const frame = this.frameOf(i, n);
         const request = clip.request(frame, { c: i, n: frame, s: seq, play: this.buffer.generation, at: n });
-        clip.send({ type: 'RequestFrames', mode: 'fifo', id: seq, frames: [request] });
+        const output = this.native ? undefined : clip.passingOutput();
+        clip.send({ type: 'RequestFrames', mode: 'fifo', id: seq, output, frames: [request] });
       });
     }
   }
@@ -442,6 +455,10 @@ class App {
     $('#key-back').onclick = () => this.jumpKeyframe(-1);
     $('#key-forward').onclick = () => this.jumpKeyframe(1);
     $('#loop').onclick = () => this.setLoop(!this.loop);
+    $('#native').onclick = () => {
+      this.native = !this.native;
+      $('#native').setAttribute('aria-pressed', String(this.native));
+    };
     $('#rate').onchange = (event) => {
       this.rate = event.target.value ? Number(event.target.value) : null;
     };

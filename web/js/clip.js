@@ -100,6 +100,27 @@ export class Clip {
     return this.keyframes.find((k) => k > frame) ?? this.frameCount - 1;
   }
 
+  /// The `output` of a request for a picture that is passing by (playing,
+  /// dragging): the size the canvas shows on screen in device pixels
+  /// (rounded up to 64, so a small resize reuses the server's cached
+  /// frames), so the server encodes and the browser decodes no more than is
+  /// seen. Undefined, the video's own size, when that is not larger.
+  passingOutput() {
+    const shown = this.canvas.getBoundingClientRect().width * (window.devicePixelRatio || 1);
+    const width = Math.ceil(shown / 64) * 64;
+    return width > 0 && width < this.index.width ? { width } : undefined;
+  }
+
+  /// Fetches the video's thumbnail strip: its map and the sprite as an object URL.
+  async thumbnails() {
+    const response = await api(`/api/v1/thumbnails?${videoQuery(this.path)}&width=160`);
+    if (!response.ok) return null;
+    const map = await response.json();
+    const sprite = await api(map.sprite);
+    if (!sprite.ok) return null;
+    return { tiles: map.tiles, url: URL.createObjectURL(await sprite.blob()) };
+  }
+
   /// What a RequestFrames entry for frame `n` looks like (on this clip's session).
   request(n, label) {
     const frame = this.frames[n];
@@ -113,6 +134,7 @@ export class Clip {
       return false;
     }
     this.context.drawImage(bitmap, 0, 0, this.canvas.width, this.canvas.height);
+    this.shownWidth = bitmap.width; // smaller than the video's when it came scaled
     bitmap.close();
     this.shownSeq = seq;
     this.shownFrame = frame;

@@ -1,11 +1,15 @@
-// The scrubber under the picture: keyframe ticks, the playhead, and pointer
-// dragging that reports the frame under the pointer as it moves.
+// The scrubber under the picture: keyframe ticks, the playhead, pointer
+// dragging that reports the frame under the pointer as it moves, and, when
+// hovering, the thumbnail of the keyframe at or before the pointer (from the
+// server's thumbnail strip).
 
 export class Timeline {
   constructor(element, onscrub) {
     this.element = element;
     this.canvas = element.querySelector('canvas');
     this.head = element.querySelector('.playhead');
+    this.thumb = element.querySelector('.thumb');
+    this.strip = null;
     this.onscrub = onscrub; // (frame, dragging) => void
     this.frameCount = 1;
     this.keyframes = [];
@@ -19,6 +23,10 @@ export class Timeline {
     });
     element.addEventListener('pointermove', (event) => {
       if (this.dragging) this.onscrub(this.frameAtPointer(event), true);
+      this.hover(event);
+    });
+    element.addEventListener('pointerleave', () => {
+      this.thumb.hidden = true;
     });
     const release = (event) => {
       if (!this.dragging) return;
@@ -33,7 +41,40 @@ export class Timeline {
   setVideo(frameCount, keyframes) {
     this.frameCount = Math.max(frameCount, 1);
     this.keyframes = keyframes;
+    this.setThumbnails(null);
     this.render();
+  }
+
+  /// The thumbnail strip of the video: its map (`tiles`) and the sprite's
+  /// object URL; null while there is none.
+  setThumbnails(strip) {
+    if (this.strip) URL.revokeObjectURL(this.strip.url);
+    this.strip = strip;
+    this.thumb.hidden = true;
+  }
+
+  /// Shows the tile of the last thumbnail at or before the frame under the pointer.
+  hover(event) {
+    const tiles = this.strip?.tiles;
+    if (!tiles?.length) return;
+    const frame = this.frameAtPointer(event);
+    let tile = tiles[0];
+    for (const candidate of tiles) {
+      if (candidate.frame > frame) break;
+      tile = candidate;
+    }
+    const box = this.element.getBoundingClientRect();
+    const left = Math.min(Math.max(event.clientX - box.left - tile.w / 2, 0), Math.max(box.width - tile.w, 0));
+    Object.assign(this.thumb.style, {
+      left: `${left}px`,
+      width: `${tile.w}px`,
+      height: `${tile.h}px`,
+      backgroundImage: `url(${this.strip.url})`,
+      backgroundPosition: `-${tile.x}px -${tile.y}px`,
+    });
+    this.thumb.querySelector('.when').textContent = `${tile.frame}`;
+    this.thumb.dataset.frame = String(tile.frame);
+    this.thumb.hidden = false;
   }
 
   frameAtPointer(event) {

@@ -80,6 +80,23 @@ await shown(scrubbed, 'dragging the timeline to 80 %');
 await capture('scrub', scrubbed);
 check(urlFrame() === scrubbed, `after scrubbing the URL says frame ${urlFrame()}, not ${scrubbed}`);
 
+// Hovering the timeline shows the thumbnail of the last keyframe at or
+// before the pointer (the strip loads after the video opens: hover until it shows).
+let thumbnail = null;
+let hoveredAt = 0;
+for (let attempt = 0; attempt < 100 && thumbnail === null; attempt += 1) {
+  const x = bar.x + bar.width * 0.5 + (attempt % 2);
+  await page.mouse.move(x, y);
+  hoveredAt = Math.round(((x - bar.x) / bar.width) * last);
+  await page.waitForTimeout(100);
+  thumbnail = await page.evaluate(() => {
+    const thumb = document.querySelector('#timeline .thumb');
+    return thumb.hidden ? null : Number(thumb.dataset.frame);
+  });
+}
+const keyBefore = keyframes.filter((k) => k <= hoveredAt).pop();
+check(thumbnail === keyBefore, `hovering at frame ${hoveredAt} showed the thumbnail of ${thumbnail}, not ${keyBefore}`);
+
 // Dragging over one 10 s group of pictures: the keyframe is shown at once
 // while the pointer moves; when it rests (button still down) the exact frame.
 await page.goto(`${base}/?video=${longGop}&frame=0`);
@@ -117,6 +134,23 @@ check(urlFrame() === played, `after pausing the URL says frame ${urlFrame()}, th
 const fps = await page.textContent('#stat-fps');
 check(Number.parseFloat(fps) > 0, `the overlay shows ${fps} while playing`);
 await capture('played', played);
+
+// On a canvas shown smaller than the video, playing asks for frames scaled
+// to it; at rest the exact full-size frame replaces the scaled one.
+await page.setViewportSize({ width: 420, height: 500 });
+const passing = await page.evaluate(() => window.bucketStreamer.clips[0].passingOutput());
+check(passing && passing.width < index.width && passing.width % 64 === 0, `scaled output ${JSON.stringify(passing)}`);
+await page.keyboard.press('Space');
+await page.waitForTimeout(800);
+const widthWhilePlaying = await page.evaluate(() => window.bucketStreamer.clips[0].shownWidth);
+check(widthWhilePlaying === passing.width, `while playing small, pictures ${widthWhilePlaying} wide`);
+await page.keyboard.press('Space');
+await page.waitForFunction((width) => window.bucketStreamer.clips[0].shownWidth === width, index.width, {
+  timeout: 10000,
+});
+const rested = Number(await page.evaluate(() => document.body.dataset.frameShown));
+await capture('played-small-rest', rested);
+await page.setViewportSize({ width: 1366, height: 768 });
 
 // Several clips, a session each, in sync.
 await page.goto(`${base}/?video=${video}&video=${second}&frame=10`);
