@@ -65,7 +65,11 @@ fn every_way_in_needs_a_valid_credential() {
     let index = format!("/api/v1/videos/{VIDEO}/index");
     let routed_index = format!("/api/v1/index?video={VIDEO}");
     let frame = format!("/api/v1/frame?video={VIDEO}&frame=5");
-    for target in ["/api/v1/videos", index.as_str(), routed_index.as_str(), frame.as_str()] {
+    let thumbnails = format!("/api/v1/thumbnails?video={VIDEO}&width=64&count=3");
+    let sprite = format!("/api/v1/thumbnails/sprite?video={VIDEO}&width=64&count=3");
+    for target in
+        ["/api/v1/videos", index.as_str(), routed_index.as_str(), frame.as_str(), thumbnails.as_str(), sprite.as_str()]
+    {
         let refused = http_get(port, target).unwrap();
         assert_eq!(refused.status, 401, "{target}: {}", refused.text());
         assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
@@ -108,6 +112,16 @@ fn every_way_in_needs_a_valid_credential() {
     assert_eq!(http_get(port, &other_frame).unwrap().status, 401, "the signature covers the frame");
     let stale = server::auth::Auth::new(SECRET).sign_url(&format!("{frame}&exp=1000"));
     assert!(http_get(port, &stale).unwrap().text().contains("expired"));
+    // A signed thumbnail strip: its map, and the sprite the map names (same
+    // query and signature), but no other strip.
+    let signed = mint(&["sign-url", &thumbnails, "--ttl", "600"]);
+    let map = http_get(port, &signed).unwrap();
+    assert_eq!(map.status, 200, "{}", map.text());
+    let named = map.json().unwrap()["sprite"].as_str().unwrap().to_string();
+    let response = http_get(port, &named).unwrap();
+    assert_eq!((response.status, response.header("content-type")), (200, Some("image/jpeg")), "{named}");
+    assert_eq!(http_get(port, &signed.replace("width=64", "width=96")).unwrap().status, 401);
+    assert_eq!(http_get(port, &named.replace("count=3", "count=4")).unwrap().status, 401);
 
     // The WebSocket: a token in the query (browsers) or the header; another site's page is refused.
     assert_eq!(ws_status(port, "/ws", &[]), 401);

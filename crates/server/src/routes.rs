@@ -31,8 +31,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/videos/{*rest}", get(video_resource))
         .route("/api/v1/index", get(index_by_query))
         .route("/api/v1/frame", get(frame))
-        .route("/api/v1/thumbnails", get(thumbnail_map))
-        .route("/api/v1/thumbnails/sprite", get(thumbnail_sprite))
+        .route(THUMBNAILS_PATH, get(thumbnail_map))
+        .route(&format!("{THUMBNAILS_PATH}/sprite"), get(thumbnail_sprite))
         .route("/metrics", get(metrics))
         // The fastest level: nearly all of the gain, and the cores are for decoding.
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
@@ -243,7 +243,7 @@ async fn frame(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let cache_control = authorize_image(&state, &uri, &headers, &query.video)?;
+    let cache_control = authorize_image(&state, &uri, uri.path(), &headers, &query.video)?;
     let output = query.output(state.args.jpeg_quality)?;
     let channel = state.channels.open(&query.video).await?;
     let position = match (query.offset, query.frame) {
@@ -278,18 +278,21 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// Checks who may have an image of `video`; how caches may keep it. A
-/// signed URL vouches for exactly this request and is its own credential
-/// (the signature is part of every cache key); otherwise a token must.
+/// signed URL vouches for exactly the query it was signed with, on
+/// `signed_path` (the request's path, or the path of the resource the
+/// request is part of), and is its own credential (the signature is part of
+/// every cache key); otherwise a token must.
 fn authorize_image(
     state: &AppState,
     uri: &axum::http::Uri,
+    signed_path: &str,
     headers: &HeaderMap,
     video: &str,
 ) -> Result<&'static str, ApiError> {
     let raw_query = uri.query().unwrap_or_default();
     Ok(match &state.auth {
         Some(auth) if raw_query.split('&').any(|pair| pair.starts_with("sig=")) => {
-            auth.check_signed_url(uri.path(), raw_query).map_err(ApiError::from)?;
+            auth.check_signed_url(signed_path, raw_query).map_err(ApiError::from)?;
             IMMUTABLE
         }
         Some(_) => {
@@ -312,6 +315,10 @@ struct ThumbnailQuery {
     _exp: Option<serde::de::IgnoredAny>,
 }
 
+/// Where a strip's map is; a URL signed for it vouches for its sprite too
+/// (the map names the sprite with the same query and signature).
+const THUMBNAILS_PATH: &str = "/api/v1/thumbnails";
+
 /// Answers a thumbnail request: checked and authorised, 304 when the client
 /// holds it, else the strip made (or found) and shown by `show`.
 async fn thumbnail_answer(
@@ -322,7 +329,7 @@ async fn thumbnail_answer(
     kind: &str,
     show: impl FnOnce(&crate::thumbnails::Strip) -> Response,
 ) -> Result<Response, ApiError> {
-    let cache_control = authorize_image(state, uri, headers, &query.video)?;
+    let cache_control = authorize_image(state, uri, THUMBNAILS_PATH, headers, &query.video)?;
     let spec = crate::thumbnails::StripSpec::new(query.width, query.count)
         .map_err(|reason| ApiError(StatusCode::BAD_REQUEST, "invalid_request", reason))?;
     let channel = state.channels.open(&query.video).await?;
@@ -343,7 +350,7 @@ async fn thumbnail_map(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // The sprite is fetched with the same query (and signature, if any).
-    let sprite = format!("/api/v1/thumbnails/sprite?{}", uri.query().unwrap_or_default());
+    let sprite = format!("{THUMBNAILS_PATH}/sprite?{}", uri.query().unwrap_or_default());
     thumbnail_answer(&state, &query, &uri, &headers, "map", |strip| {
         let map = json!({"video": query.video, "sprite": sprite, "width": strip.width, "height": strip.height,
                          "tiles": strip.tiles});
