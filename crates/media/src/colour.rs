@@ -6,7 +6,7 @@
 //! browser. One pass here maps range, matrix and bit depth (8-16 bit) at
 //! once; swscale is only used first for chroma layouts other than 4:2:0.
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use ffmpeg::format::Pixel;
 use ffmpeg::frame::Video;
 use ffmpeg::util::color::{Range as ColourRange, Space};
@@ -295,21 +295,8 @@ fn convert(
 /// Resamples other chroma layouts and bit depths to 8-bit 4:2:0, keeping the range.
 fn to_yuv420(frame: &Video, full_range: bool) -> Result<Video> {
     let target = if full_range { Pixel::YUVJ420P } else { Pixel::YUV420P };
-    let mut scaler = ffmpeg::software::scaling::Context::get(
-        frame.format(),
-        frame.width(),
-        frame.height(),
-        target,
-        frame.width(),
-        frame.height(),
-        ffmpeg::software::scaling::Flags::BILINEAR,
-    )
-    .map_err(|error| anyhow!("cannot convert pixel format {:?}: {error}", frame.format()))?;
-    let mut converted = Video::empty();
-    scaler.run(frame, &mut converted)?;
-    converted.set_color_range(frame.color_range());
-    converted.set_color_space(frame.color_space());
-    Ok(converted)
+    let flags = ffmpeg::software::scaling::Flags::BILINEAR;
+    crate::scale::reformat(frame, target, frame.width(), frame.height(), flags)
 }
 
 #[cfg(test)]
@@ -346,5 +333,26 @@ mod tests {
         assert!((i32::from(y) - 76).abs() <= 1, "{y}");
         assert!((i32::from(u) - 85).abs() <= 1, "{u}");
         assert!(v >= 254, "{v}");
+    }
+
+    /// A flat picture of `format` with these sample values in every plane.
+    fn flat(format: Pixel, values: [u8; 3]) -> Video {
+        let mut frame = Video::new(format, 64, 48);
+        for (plane, value) in values.into_iter().enumerate() {
+            frame.data_mut(plane).fill(value);
+        }
+        frame
+    }
+
+    #[test]
+    fn other_chroma_layouts_convert_as_4_2_0_does() {
+        // 4:4:4 and 4:2:2 go through libswscale to 4:2:0 first; a flat
+        // picture must come out exactly as the same values in 4:2:0.
+        let expected = to_jfif(&flat(Pixel::YUV420P, [100, 120, 140])).unwrap();
+        for format in [Pixel::YUV444P, Pixel::YUV422P] {
+            let planes = to_jfif(&flat(format, [100, 120, 140])).unwrap();
+            assert_eq!((planes.width, planes.height), (64, 48));
+            assert_eq!((planes.y, planes.u, planes.v), (expected.y.clone(), expected.u.clone(), expected.v.clone()));
+        }
     }
 }

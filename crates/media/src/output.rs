@@ -126,12 +126,9 @@ pub fn encode(picture: &crate::Picture, output: &Output) -> Result<Encoded> {
     let (width, height) = output.size_for(picture.width(), picture.height());
     let bytes = match output.format {
         Format::Jpeg if (width, height) == (picture.width(), picture.height()) => {
-            crate::jpeg::encode(&crate::colour::to_jfif(picture)?, output.quality)?
+            crate::encode_jpeg(picture, output.quality)?
         }
-        Format::Jpeg => {
-            let scaled = scale::resize(picture, width, height)?;
-            crate::jpeg::encode(&crate::colour::to_jfif(&scaled)?, output.quality)?
-        }
+        Format::Jpeg => crate::encode_jpeg(&scale::resize(picture, width, height)?, output.quality)?,
         Format::Png => encode_png(&scale::to_rgb(picture, width, height)?)?,
         Format::Webp => encode_webp(&scale::to_rgb(picture, width, height)?, output.quality)?,
     };

@@ -28,19 +28,17 @@ const RESIZE_FLAGS: Flags = Flags::AREA;
 
 /// The picture at `width` x `height`, in its own pixel format.
 pub fn resize(picture: &Video, width: u32, height: u32) -> Result<Video> {
+    reformat(picture, picture.format(), width, height, RESIZE_FLAGS)
+}
+
+/// The picture in pixel format `format` at `width` x `height`, tagged with
+/// the colour space and range it is read with.
+pub fn reformat(picture: &Video, format: Pixel, width: u32, height: u32, flags: Flags) -> Result<Video> {
     ensure!(width > 0 && height > 0, "cannot scale to {width}x{height}");
     let space = resolved_space(picture.color_space(), picture.width(), picture.height());
     let range = if is_full_range(picture) { ColourRange::JPEG } else { ColourRange::MPEG };
-    let mut scaler = Context::get(
-        picture.format(),
-        picture.width(),
-        picture.height(),
-        picture.format(),
-        width,
-        height,
-        RESIZE_FLAGS,
-    )
-    .map_err(|error| anyhow!("cannot scale pixel format {:?}: {error}", picture.format()))?;
+    let mut scaler = Context::get(picture.format(), picture.width(), picture.height(), format, width, height, flags)
+        .map_err(|error| anyhow!("cannot convert pixel format {:?} to {format:?}: {error}", picture.format()))?;
     let mut scaled = Video::empty();
     scaler.run(picture, &mut scaled)?;
     scaled.set_color_space(space);
