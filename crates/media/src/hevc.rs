@@ -423,6 +423,28 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_wavefront_flag_and_survives_a_pps_cut_or_mangled_anywhere() {
+        // x265's default PPS (open_gop_bframes.mp4): entropy_coding_sync_enabled_flag = 1.
+        let pps = [0x44, 0x01, 0xc1, 0x72, 0xb4, 0x62, 0x40];
+        let whole = parse_pps(&pps).unwrap();
+        assert!(whole.wavefront);
+        assert_eq!((whole.id, whole.sps_id), (0, 0));
+        // Cut short: the ids still read, the flag is unknown, so off; never a panic.
+        for end in 3..pps.len() - 1 {
+            let cut = parse_pps(&pps[..end]).unwrap();
+            assert!(!cut.wavefront, "cut at {end}");
+        }
+        // Every single bit flipped (sizes of Exp-Golomb codes change): a PPS or an error, never a panic.
+        for bit in 16..pps.len() * 8 {
+            let mut mangled = pps;
+            mangled[bit / 8] ^= 0x80 >> (bit % 8);
+            let _ = parse_pps(&mangled);
+        }
+        // Thirty-two zero bits make an Exp-Golomb code that cannot end.
+        assert!(!parse_pps(&[0x44, 0x01, 0xc0, 0, 0, 0, 0, 0, 0]).is_ok_and(|pps| pps.wavefront));
+    }
+
+    #[test]
     fn splits_annexb() {
         let data = [0, 0, 0, 1, 0x40, 1, 7, 0, 0, 1, 0x42, 1, 0, 0, 0, 1, 0x26, 1];
         let nals: Vec<&[u8]> = annexb_nals(&data).collect();
