@@ -22,9 +22,13 @@
 //! pictures. libavcodec's `skip_frame = AVDISCARD_NONREF` is not used: it
 //! would also drop a non-reference target, and it ignores temporal
 //! sub-layers. A later request for a skipped picture restarts the run.
+//! The decoder is also told not to hold pictures back for reordering
+//! (`output_order.rs`), so the target comes out as soon as it is decoded
+//! instead of after the pictures that follow it in decoding order.
 
 use crate::decoder::{share, Decoder, Threading};
 use crate::index::VideoIndex;
+use crate::output_order;
 use anyhow::{anyhow, Result};
 use bytes::Bytes;
 use ffmpeg_next::frame::Video;
@@ -139,17 +143,38 @@ pub struct Player {
     skipped: Vec<i64>,
     skipped_total: u64,
     seeks: u64,
-    /// Whether seeks leave out pictures nothing references (the default).
+    /// Whether seeks leave out pictures nothing references.
     skip_unreferenced: bool,
+    /// Whether the decoder's SPS says no reordering, so that SPSs repeated
+    /// in samples must say so too.
+    output_at_once: bool,
+}
+
+/// How a player positions its decoder for a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeks {
+    /// Leave out pictures nothing references, and have each picture output
+    /// as soon as it is decoded (the default).
+    Lean,
+    /// Feed every picture from the decode start and keep the stream's output
+    /// delay, as libavcodec does alone: for comparison, or as an escape hatch
+    /// for a stream that misbehaves.
+    Plain,
 }
 
 /// Decoded pictures kept for neighbouring requests, at least this many.
 const MIN_KEPT_FRAMES: usize = 4;
 
 impl Player {
-    pub fn new(index: &VideoIndex, threads: Threading, keep_limit_bytes: usize) -> Result<Self> {
+    pub fn new(index: &VideoIndex, threads: Threading, keep_limit_bytes: usize, seeks: Seeks) -> Result<Self> {
+        // A parameter set this cannot rewrite is left as it is: pictures then come out as the stream says.
+        let rewritten = match seeks {
+            Seeks::Lean => output_order::without_reordering(&index.decoder).ok(),
+            Seeks::Plain => None,
+        };
         Ok(Self {
-            decoder: Decoder::new(&index.decoder, threads)?,
+            decoder: Decoder::new(rewritten.as_deref().unwrap_or(&index.decoder.extradata), threads)?,
+            output_at_once: rewritten.is_some(),
             position: None,
             kept: VecDeque::new(),
             kept_bytes: 0,
@@ -158,7 +183,7 @@ impl Player {
             skipped: Vec::new(),
             skipped_total: 0,
             seeks: 0,
-            skip_unreferenced: true,
+            skip_unreferenced: seeks == Seeks::Lean,
         })
     }
 
@@ -182,13 +207,6 @@ impl Player {
         let kept =
             (keep_limit_bytes as u64).max(picture.saturating_mul(MIN_KEPT_FRAMES as u64)).saturating_add(picture);
         pool.saturating_add(kept)
-    }
-
-    /// With `false`, seeks feed every picture from the decode start (for
-    /// comparison, or as an escape hatch for a stream that misbehaves).
-    pub fn skip_unreferenced(mut self, on: bool) -> Self {
-        self.skip_unreferenced = on;
-        self
     }
 
     /// Byte range that must be in the span to decode sample `target`.
@@ -311,7 +329,12 @@ impl Player {
                 }
                 (Some(sample), Some(bytes)) if !position.drained => {
                     let pts = sample.pts;
-                    self.decoder.send(&bytes, pts)?;
+                    let format = index.decoder.nal_format;
+                    match self.output_at_once.then(|| output_order::sample_without_reordering(&bytes, format)) {
+                        Some(Ok(rewritten)) => self.decoder.send(&rewritten, pts)?,
+                        // An SPS that cannot be read is one libavcodec rejects too.
+                        _ => self.decoder.send(&bytes, pts)?,
+                    }
                     position.next += 1;
                 }
                 (Some(_), None) if position.next <= target => {

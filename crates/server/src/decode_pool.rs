@@ -22,7 +22,7 @@ use crate::decoders::{Checkout, Decoders, NoMemory, Work};
 use crate::memory_budget::{Holder, MemoryBudget};
 use crate::metrics::{InProgress, DECODER_PANICS, DECODE_JOBS, DECODE_SLICES, PREFETCH_YIELDS};
 use crate::urgency::Urgency;
-use media::{DecodeError, Picture, Span};
+use media::{DecodeError, Picture, Seeks, Span};
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -302,7 +302,7 @@ mod tests {
         let span = Span::new(0, std::fs::read(path).unwrap().into());
         let make = {
             let index = index.clone();
-            move || Player::new(&index, Threading::Single, 24 << 20)
+            move || Player::new(&index, Threading::Single, 24 << 20, Seeks::Lean)
         };
         let first = (make().unwrap(), player_memory(budget));
         (Arc::new(Decoders::new(index.clone(), first, limit, make, |_| {})), index, span)
@@ -425,7 +425,7 @@ mod tests {
         let seeks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let make = {
             let index = index.clone();
-            move || Player::new(&index, Threading::Single, 24 << 20)
+            move || Player::new(&index, Threading::Single, 24 << 20, Seeks::Lean)
         };
         let counted = {
             let seeks = seeks.clone();
