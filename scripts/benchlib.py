@@ -23,12 +23,13 @@ def get(port, path):
 
 
 class Server:
-    """A fresh release server over `root` on `port` (a free one by default)."""
+    """A fresh release server over `root` on `port` (a free one by default),
+    on the CPUs listed in `cpus` (taskset's list; all by default)."""
 
-    def __init__(self, root, *extra, port=None, name="server"):
+    def __init__(self, root, *extra, port=None, name="server", cpus=None):
         self.port, self.name = port or free_port(), name
         self.process = subprocess.Popen(
-            [BINARY, "serve", "--local-path", root, "--listen-addr", f"127.0.0.1:{self.port}",
+            [*pinned(cpus), BINARY, "serve", "--local-path", root, "--listen-addr", f"127.0.0.1:{self.port}",
              "--log-level", "warn", "--instance-id", name, "--drain-secs", "5", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(400):
@@ -68,9 +69,14 @@ class Server:
         self.stop()
 
 
-def bench(port, videos, clients, *extra):
+def pinned(cpus):
+    """The command prefix that runs a process on `cpus` only (none for all)."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
+def bench(port, videos, clients, *extra, cpus=None):
     """`bucket-streamer bench --json` against the server or proxy on `port`."""
-    args = [BINARY, "bench", "--url", f"ws://127.0.0.1:{port}/ws", "--json", "--clients", str(clients), *extra]
+    args = [*pinned(cpus), BINARY, "bench", "--url", f"ws://127.0.0.1:{port}/ws", "--json", "--clients", str(clients), *extra]
     for video in videos:
         args += ["--video", video]
     out = subprocess.run(args, check=True, capture_output=True, text=True)

@@ -179,7 +179,11 @@ class Video:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bucket-streamer", daemon=True)
         self._thread.start()
-        self._video = self._run(AsyncVideo.open(url, path, **options))
+        try:
+            self._video = self._run(AsyncVideo.open(url, path, **options))
+        except BaseException:
+            self._stop_loop()  # a refused or failed open leaves no thread behind
+            raise
 
     def _run(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -216,8 +220,12 @@ class Video:
 
     def close(self):
         self._run(self._video.close())
+        self._stop_loop()
+
+    def _stop_loop(self):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+        self._loop.close()
 
     def __enter__(self):
         return self

@@ -1,12 +1,13 @@
 """The Python client against a real server (started by the Rust test
 `crates/cli/tests/python_client.rs`, which passes it in the environment):
 frames by number, slices and lists, PNG compared with FFmpeg's own RGB
-decode, JPEG scaled, PIL images, asyncio, and errors that leave the session
-usable."""
+decode, JPEG scaled, PIL images, asyncio, errors that leave the session
+usable, and (against a server that asks for one) the token."""
 
 import asyncio
 import os
 import subprocess
+import urllib.error
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ def videos():
 
 
 URL = os.environ.get("BUCKET_STREAMER_URL", "")
+TOKEN = os.environ.get("BUCKET_STREAMER_TOKEN")
 
 
 def reference(path, matrix, colour_range, width, height):
@@ -93,3 +95,19 @@ def test_asyncio_gets_the_same_frames():
 
     many, one = asyncio.run(fetch())
     assert np.array_equal(many[1], one)
+
+
+@pytest.mark.skipif(not TOKEN, reason="this server asks for no token (python_client.rs runs one that does)")
+def test_the_token_opens_the_index_and_the_session():
+    key, path, matrix, colour_range = videos()[0]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        Video(URL, key)
+    assert refused.value.code == 401
+    with pytest.raises(urllib.error.HTTPError) as elsewhere:
+        Video(URL, key, token=os.environ["BUCKET_STREAMER_OTHER_TOKEN"])  # a token for another prefix
+    assert elsewhere.value.code == 403
+    # The index over HTTP (bearer header) and the frames over the WebSocket (access_token).
+    with Video(URL, key, token=TOKEN) as video:
+        frames = reference(path, matrix, colour_range, video.width, video.height)
+        assert psnr(video[2], frames[2]) >= LOSSLESS_PSNR
+        assert all(psnr(p, f) >= LOSSLESS_PSNR for p, f in zip(video[0:10], frames))

@@ -1,13 +1,15 @@
 //! The Python client (`clients/python`) installed with pip into a virtual
 //! environment under target/ (once; PyPI for numpy, Pillow, websockets and
 //! pytest) and its pytest suite run against a real server over the
-//! generated fixtures, 8-bit and 10-bit.
+//! generated fixtures, 8-bit and 10-bit; its token test against a server
+//! that asks for one.
 
 mod common;
 
-use common::serve_generated;
-use std::path::Path;
+use common::{binary, serve_generated};
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 fn run(command: &mut Command) {
     let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
@@ -19,8 +21,14 @@ fn run(command: &mut Command) {
     );
 }
 
-/// The virtual environment's python, with the client (as it is now) and pytest installed.
-fn python_with_client(root: &Path) -> std::path::PathBuf {
+/// The virtual environment's python, with the client (as it is now) and
+/// pytest installed; once per test process (tests run on parallel threads).
+fn python_with_client(root: &Path) -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| install(root)).clone()
+}
+
+fn install(root: &Path) -> PathBuf {
     let venv = root.join("target/python-venv");
     let python = venv.join("bin/python");
     if !python.exists() {
@@ -52,4 +60,30 @@ fn the_python_client_gets_exact_frames() {
         .arg(root.join("clients/python/tests"))
         .env("BUCKET_STREAMER_URL", format!("http://127.0.0.1:{}", server.port))
         .env("BUCKET_STREAMER_VIDEOS", videos.join(";")));
+}
+
+#[test]
+fn the_python_client_passes_its_token() {
+    const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+    let mint = |prefix: &str| {
+        let output = Command::new(binary())
+            .args(["token", "--prefix", prefix, "--ttl", "600", "--secret", SECRET])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    let root = testkit::workspace_root();
+    let python = python_with_client(&root);
+    let name = "open_gop_bframes.mp4";
+    let (server, _storage) = serve_generated("python-client-token", &[name], &["--auth-jwt-secret", SECRET]);
+    let fixture = testkit::fixtures::generated_named(name).unwrap();
+    let (matrix, range) = testkit::reference::player_colour(&testkit::reference::stream_info(&fixture.path).unwrap());
+    run(Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "token"])
+        .arg(root.join("clients/python/tests"))
+        .env("BUCKET_STREAMER_URL", format!("http://127.0.0.1:{}", server.port))
+        .env("BUCKET_STREAMER_VIDEOS", format!("videos/{name}|{}|{matrix}|{range}", fixture.path.display()))
+        .env("BUCKET_STREAMER_TOKEN", mint("videos/"))
+        .env("BUCKET_STREAMER_OTHER_TOKEN", mint("cams/")));
 }

@@ -22,7 +22,7 @@ use crate::decoders::{Checkout, Decoders, NoMemory, Work};
 use crate::memory_budget::{Holder, MemoryBudget};
 use crate::metrics::{InProgress, DECODER_PANICS, DECODE_JOBS, DECODE_SLICES, PREFETCH_YIELDS};
 use crate::urgency::Urgency;
-use media::{DecodeError, Picture, Seeks, Span};
+use media::{DecodeError, Picture, Span};
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -280,7 +280,7 @@ mod tests {
     use super::*;
     use crate::decoders::PlayerMemory;
     use media::source::FileSource;
-    use media::{Player, Threading, VideoIndex};
+    use media::{Player, Seeks, Threading, VideoIndex};
     use std::time::Duration;
 
     /// The decoders of a file held in memory, and a span of all of it.
