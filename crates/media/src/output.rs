@@ -12,6 +12,8 @@ use anyhow::Result;
 
 /// The largest width or height a client may ask for (HEVC's level 6.2 limit is 8192 x 4320).
 pub const MAX_DIMENSION: u32 = 16_384;
+/// libwebp's limit on either side of a picture.
+pub const MAX_WEBP_DIMENSION: u32 = 16_383;
 /// WebP quality when the client names none: the lowest whose PSNR against
 /// FFmpeg's decode matches JPEG's at the server's default quality, 80
 /// (docs/benchmarks.md, output formats).
@@ -97,6 +99,21 @@ impl Output {
             (Format::Webp, None) => DEFAULT_WEBP_QUALITY,
         };
         Ok(Self { format, max_width, max_height, quality })
+    }
+
+    /// Whether a `width` x `height` video's frames can be encoded with these
+    /// settings; the error says what to ask for instead. Checked when the
+    /// request comes, so a picture too large for WebP is a bad request, not
+    /// a failed encode after its decode.
+    pub fn check_size(&self, width: u32, height: u32) -> Result<(), String> {
+        let (w, h) = self.size_for(width, height);
+        if self.format == Format::Webp && w.max(h) > MAX_WEBP_DIMENSION {
+            return Err(format!(
+                "webp pictures are at most {MAX_WEBP_DIMENSION} pixels a side and these would be {w}x{h}: \
+                 ask for a smaller width or height, or another format"
+            ));
+        }
+        Ok(())
     }
 
     /// The size a `width` x `height` picture is encoded at: as large as fits
@@ -188,6 +205,16 @@ mod tests {
         assert!(Output::new(Some(Format::Png), None, None, Some(90), 80).unwrap_err().contains("png"));
         assert!(Output::new(Some(Format::Webp), None, None, Some(0), 80).unwrap_err().contains("1-100"));
         assert!("gif".parse::<Format>().unwrap_err().contains("jpeg, webp or png"));
+    }
+
+    #[test]
+    fn a_picture_too_wide_for_webp_is_refused_before_decoding() {
+        let webp = |width| Output::new(Some(Format::Webp), width, None, None, 80).unwrap();
+        assert!(webp(None).check_size(16_384, 1_000).unwrap_err().contains("at most 16383"));
+        assert!(webp(None).check_size(1_000, 16_384).is_err());
+        assert_eq!(webp(None).check_size(16_383, 16_383), Ok(()));
+        assert_eq!(webp(Some(8_192)).check_size(16_384, 1_000), Ok(()));
+        assert_eq!(fit(None, None).check_size(16_384, 16_384), Ok(()));
     }
 
     #[test]

@@ -246,6 +246,9 @@ async fn frame(
     let cache_control = authorize_image(&state, &uri, uri.path(), &headers, &query.video)?;
     let output = query.output(state.args.jpeg_quality)?;
     let channel = state.channels.open(&query.video).await?;
+    output
+        .check_size(channel.index.width, channel.index.height)
+        .map_err(|reason| ApiError(StatusCode::BAD_REQUEST, "invalid_request", reason))?;
     let position = match (query.offset, query.frame) {
         (Some(offset), None) => channel.resolve(offset, query.irap_offset)?,
         (None, Some(number)) => channel.index.frame(number).map(|(position, _)| position).ok_or_else(|| {

@@ -590,8 +590,9 @@ fn jobs_for(
         .zip(channels)
         .zip(&outputs)
         .map(|((frame, channel), output)| {
-            output.as_ref().map_err(Clone::clone)?;
+            let output = output.as_ref().map_err(Clone::clone)?;
             let channel = channel?;
+            output.check_size(channel.index.width, channel.index.height).map_err(invalid)?;
             let offset = frame.offset.clone().map_err(invalid)?;
             let position = channel.resolve(offset, frame.irap_offset)?;
             Ok((channel, position))
