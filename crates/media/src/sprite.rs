@@ -14,6 +14,14 @@ pub struct Sprite {
 }
 
 impl Sprite {
+    /// Bytes the planes of a sprite made by `new` with these sizes take
+    /// (4:2:0, a byte a sample).
+    pub fn memory_needed(count: u32, columns: u32, tile_width: u32, tile_height: u32) -> u64 {
+        let width = u64::from(columns.min(count)) * u64::from(tile_width);
+        let height = u64::from(count.div_ceil(columns.max(1))) * u64::from(tile_height);
+        width.saturating_mul(height).saturating_mul(3) / 2
+    }
+
     /// An empty (black) sprite of `count` tiles of `tile_width` x
     /// `tile_height`, `columns` to a row. Tile sides must be even, so each
     /// tile owns whole chroma samples.
@@ -73,5 +81,23 @@ fn copy_block(
         let source = &from[row * from_stride..row * from_stride + size.0];
         let start = (at.1 + row) * to_stride + at.0;
         to[start..start + size.0].copy_from_slice(source);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_needed_is_what_the_planes_take() {
+        for (count, columns, width, height) in
+            [(100, 10, 160, 90), (7, 10, 480, 270), (400, 10, 480, 270), (1, 1, 2, 2)]
+        {
+            let sprite = Sprite::new(count, columns, width, height).unwrap();
+            let planes = &sprite.planes;
+            let held = planes.y.len() + planes.u.len() + planes.v.len();
+            assert_eq!(Sprite::memory_needed(count, columns, width, height), held as u64);
+        }
+        assert_eq!(Sprite::memory_needed(u32::MAX, 1, u32::MAX, u32::MAX), u64::MAX / 2);
     }
 }

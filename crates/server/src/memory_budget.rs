@@ -26,16 +26,19 @@ pub enum Holder {
     Spans,
     /// The indexes of open videos.
     Indexes,
+    /// Thumbnail sprites being laid out (their YUV planes).
+    Thumbnails,
 }
 
 impl Holder {
-    const ALL: [Holder; 3] = [Holder::Decoders, Holder::Spans, Holder::Indexes];
+    const ALL: [Holder; 4] = [Holder::Decoders, Holder::Spans, Holder::Indexes, Holder::Thumbnails];
 
     fn label(self) -> &'static str {
         match self {
             Holder::Decoders => "decoders",
             Holder::Spans => "spans",
             Holder::Indexes => "indexes",
+            Holder::Thumbnails => "thumbnails",
         }
     }
 }
@@ -54,7 +57,7 @@ pub struct MemoryBudget {
     /// Bytes reservations may hold in all (the budget less the frame cache's share).
     limit: u64,
     held: AtomicU64,
-    by_holder: [AtomicU64; 3],
+    by_holder: [AtomicU64; Holder::ALL.len()],
     reclaimers: Mutex<Vec<Weak<dyn Reclaim>>>,
 }
 

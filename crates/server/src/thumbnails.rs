@@ -5,7 +5,8 @@
 //! frame is where. A strip is made once per video, tile width and count
 //! (single-flight) and kept with the video's channel (`Channel::thumbnails`).
 
-use crate::channel::{Channel, FrameFailure};
+use crate::channel::{Channel, Failure, FrameFailure};
+use crate::memory_budget::{Holder, MemoryBudget};
 use crate::urgency::Urgency;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -98,22 +99,35 @@ pub fn choose(index: &VideoIndex, count: u32) -> Vec<u32> {
 pub async fn make(channel: &Arc<Channel>, spec: StripSpec) -> Result<Strip, FrameFailure> {
     let index = &channel.index;
     let frames = choose(index, spec.count);
-    let encode_failed = |e: String| FrameFailure::new(crate::channel::Failure::EncodeFailed, e);
+    let encode_failed = |e: String| FrameFailure::new(Failure::EncodeFailed, e);
     if frames.is_empty() {
-        return Err(FrameFailure::new(crate::channel::Failure::NotAFrame, "the video has no keyframe"));
+        return Err(FrameFailure::new(Failure::NotAFrame, "the video has no keyframe"));
     }
     let even = |n: u32| (n / 2 * 2).max(2);
     let tile_width = even(spec.width.min(index.width));
     let tile_height = even((u64::from(tile_width) * u64::from(index.height) / u64::from(index.width.max(1))) as u32);
-    let sprite =
-        Sprite::new(frames.len() as u32, COLUMNS, tile_width, tile_height).map_err(|e| encode_failed(e.to_string()))?;
+    let count = frames.len() as u32;
+    // The planes (78 MB for 400 tiles 480 wide) are held until encoded: within the memory budget.
+    let _memory = channel
+        .memory()
+        .reserve(Holder::Thumbnails, Sprite::memory_needed(count, COLUMNS, tile_width, tile_height))
+        .ok_or_else(|| {
+            MemoryBudget::refused(Holder::Thumbnails);
+            FrameFailure::new(
+                Failure::Busy,
+                "no memory for a thumbnail strip now: the memory budget is full; try again later",
+            )
+        })?;
+    let sprite = Sprite::new(count, COLUMNS, tile_width, tile_height).map_err(|e| encode_failed(e.to_string()))?;
     let sprite = Arc::new(Mutex::new(sprite));
     let timescale = f64::from(index.timescale.max(1));
     let first_time = index.frame(0).map_or(0, |(_, sample)| sample.time);
     let mut decoded = futures_util::stream::iter(frames.iter().copied().enumerate())
         .map(|(n, frame)| async move {
             let (position, _) = channel.index.frame(frame).expect("a chosen frame");
-            (n as u32, frame, channel.decode(position, None, None, Urgency::requested()).await)
+            // Behind every frame a client waits for: a strip is a hover aid,
+            // the picture on screen comes first (a keyframe decode is one sample).
+            (n as u32, frame, channel.decode(position, None, None, Urgency::ahead()).await)
         })
         .buffered(AT_ONCE);
     let mut tiles = Vec::with_capacity(frames.len());
