@@ -148,6 +148,12 @@ pub struct Player {
     /// Whether the decoder's SPS says no reordering, so that SPSs repeated
     /// in samples must say so too.
     output_at_once: bool,
+    /// Presentation time of the picture asked for last: kept pictures after
+    /// it are the ones playback wants next.
+    last_asked: Option<i64>,
+    /// Pictures the stream may decode ahead of their turn (its DPB size):
+    /// that many pictures after `last_asked` are never dropped from `kept`.
+    ahead_window: usize,
 }
 
 /// How a player positions its decoder for a frame.
@@ -175,6 +181,8 @@ impl Player {
         Ok(Self {
             decoder: Decoder::new(rewritten.as_deref().unwrap_or(&index.decoder.extradata), threads)?,
             output_at_once: rewritten.is_some(),
+            last_asked: None,
+            ahead_window: index.decoder.pictures.map_or(16, |pictures| pictures.count as usize),
             position: None,
             kept: VecDeque::new(),
             kept_bytes: 0,
@@ -255,6 +263,7 @@ impl Player {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Video, DecodeError> {
         let sample = *index.sample(target);
+        self.last_asked = Some(sample.pts);
         if let Some(frame) = self.take_kept(sample.pts) {
             return Ok(frame);
         }
@@ -399,10 +408,23 @@ impl Player {
             self.kept_bytes += frame_bytes(&frame);
             self.kept.push_back((pts, frame));
             while self.kept.len() > MIN_KEPT_FRAMES && self.kept_bytes > self.keep_limit_bytes {
-                let (_, old) = self.kept.pop_front().expect("non-empty");
+                let Some(at) = self.to_drop() else { break };
+                let (_, old) = self.kept.remove(at).expect("a kept picture");
                 self.kept_bytes -= frame_bytes(&old);
             }
         }
+    }
+
+    /// Which kept picture goes first when they hold too much: the oldest
+    /// before the picture asked for last; a picture after it only when more
+    /// than the stream's window wait. Pictures come out in decoding order
+    /// (`output_order.rs`), so the next ones playback asks for may have come
+    /// out long before their turn: P after its B-frames, up to the stream's
+    /// reorder depth (x265's default: the P seven pictures ahead).
+    fn to_drop(&self) -> Option<usize> {
+        let asked = self.last_asked.unwrap_or(i64::MAX);
+        let past = self.kept.iter().position(|(pts, _)| *pts < asked);
+        past.or_else(|| (self.kept.len() > self.ahead_window).then_some(0))
     }
 
     fn take_kept(&self, pts: i64) -> Option<Video> {

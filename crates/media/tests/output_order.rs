@@ -99,3 +99,24 @@ fn without_parameter_sets_before_keyframe(stream: &[u8], which: usize) -> Vec<u8
     assert!(out.len() < stream.len(), "no parameter set removed");
     out
 }
+
+/// Played in presentation order, every picture is decoded once in one run,
+/// with as few pictures kept as the player ever keeps: pictures that come
+/// out before their turn (a P ahead of its B-frames, up to the stream's
+/// reorder depth) are kept until asked for, not dropped as the oldest.
+#[test]
+fn playback_decodes_every_picture_once() {
+    for name in ["open_gop_bframes.mp4", "b_pyramid.mp4"] {
+        let fixture = testkit::fixtures::generated_named(name).unwrap();
+        let source = FileSource::open(&fixture.path).unwrap();
+        let index = media::probe::index(&source, &Default::default()).unwrap();
+        let whole = Span::new(0, Bytes::from(source.read_range(0, source.size()).unwrap()));
+        let mut player = Player::new(&index, Threading::Single, 0, Seeks::Lean).unwrap();
+        for frame in 0..index.frame_count() as u32 {
+            let (position, _) = index.frame(frame).unwrap();
+            player.picture_among_neighbours(&index, position, &whole, &|| false).unwrap();
+        }
+        assert_eq!(player.seeks(), 1, "{name}: playback started over");
+        assert_eq!(player.pictures_decoded(), index.frame_count() as u64, "{name}: pictures decoded twice");
+    }
+}
