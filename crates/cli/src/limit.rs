@@ -26,7 +26,7 @@ pub fn measure(path: &Path, max_frames: usize, quality: u8) -> Result<Limit> {
     let source = FileSource::open(path)?;
     let index = media::probe::index(&source, &Default::default())
         .with_context(|| format!("cannot index {}", path.display()))?;
-    let mut decoder = Decoder::new(&index.decoder.extradata, Threading::Single)?;
+    let mut decoder = Decoder::new(&index.decoder, Threading::Single)?;
     let (mut decode, mut convert, mut encode) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut frames = 0;
     let mut handle = |picture: media::Picture| -> Result<()> {

@@ -4,6 +4,7 @@
 //! This file owns the FFmpeg calls (context set-up, send/receive, drain,
 //! flush); the decisions about what to feed live in `player.rs`.
 
+use crate::index::DecoderConfig;
 use anyhow::{anyhow, bail, Context, Result};
 use ffmpeg::codec::{self, threading};
 use ffmpeg::frame::Video;
@@ -34,13 +35,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A decoder for a stream with this extradata (`hvcC` or Annex-B
-    /// parameter sets, as in `DecoderConfig`).
-    pub fn new(extradata: &[u8], threads: Threading) -> Result<Self> {
+    pub fn new(config: &DecoderConfig, threads: Threading) -> Result<Self> {
         init_ffmpeg();
         let codec = ffmpeg::decoder::find(codec::Id::HEVC).context("this FFmpeg build has no HEVC decoder")?;
         let mut context = codec::Context::new_with_codec(codec);
-        set_extradata(&mut context, extradata);
+        set_extradata(&mut context, &config.extradata);
         let (kind, count) = match threads {
             Threading::Single => (threading::Type::None, 1),
             Threading::Frame(count) => (threading::Type::Frame, count),

@@ -6,7 +6,7 @@
 //! recovered from the POC; MP4 tracks use this only to read the stream's
 //! dimensions and reorder depth from `hvcC`.
 
-use crate::bits::{escape_rbsp, unescape_rbsp, BitReader, BitWriter};
+use crate::bits::{unescape_rbsp, BitReader};
 use anyhow::{bail, Context, Result};
 
 pub const NAL_BLA_W_LP: u8 = 16;
@@ -139,19 +139,8 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps> {
     if nal_type(nal) != NAL_SPS || nal.len() < 3 {
         bail!("not an SPS NAL unit");
     }
-    read_sps(&unescape_rbsp(&nal[2..])).map(|(sps, _)| sps)
-}
-
-/// Where an SPS's sub-layer ordering info is: its first bit
-/// (`sps_max_dec_pic_buffering_minus1`) and how many sub-layers have one.
-struct OrderingInfo {
-    at: usize,
-    entries: u32,
-}
-
-/// Reads an SPS RBSP, and where its ordering info is.
-fn read_sps(rbsp: &[u8]) -> Result<(Sps, OrderingInfo)> {
-    let mut r = BitReader::new(rbsp);
+    let rbsp = unescape_rbsp(&nal[2..]);
+    let mut r = BitReader::new(&rbsp);
     r.skip(4)?; // sps_video_parameter_set_id
     let max_sub_layers_minus1 = r.bits(3)?;
     r.skip(1)?; // sps_temporal_id_nesting_flag
@@ -181,16 +170,15 @@ fn read_sps(rbsp: &[u8]) -> Result<(Sps, OrderingInfo)> {
     if log2_max_poc_lsb > 16 {
         bail!("invalid log2_max_pic_order_cnt_lsb {log2_max_poc_lsb}");
     }
-    let for_each_sub_layer = r.bit()?; // sps_sub_layer_ordering_info_present_flag
-    let ordering_info =
-        OrderingInfo { at: r.position(), entries: if for_each_sub_layer { max_sub_layers_minus1 + 1 } else { 1 } };
+    let ordering_info_present = r.bit()?;
+    let first = if ordering_info_present { 0 } else { max_sub_layers_minus1 };
     let (mut max_num_reorder, mut max_dec_pic_buffering) = (0, 1);
-    for _ in 0..ordering_info.entries {
+    for _ in first..=max_sub_layers_minus1 {
         max_dec_pic_buffering = r.ue()?.saturating_add(1).min(16);
         max_num_reorder = r.ue()?;
         let _max_latency_increase_plus1 = r.ue()?;
     }
-    let sps = Sps {
+    Ok(Sps {
         id,
         chroma_format_idc,
         separate_colour_plane,
@@ -203,39 +191,7 @@ fn read_sps(rbsp: &[u8]) -> Result<(Sps, OrderingInfo)> {
         max_dec_pic_buffering,
         coded_width,
         coded_height,
-    };
-    Ok((sps, ordering_info))
-}
-
-/// The SPS NAL unit with `sps_max_num_reorder_pics` 0 on every sub-layer and
-/// every other bit as it was. A decoder then outputs each picture as soon as
-/// it is decoded instead of holding it until that many later pictures have
-/// come (output order is a promise to a player that shows pictures in turn;
-/// we match pictures by timestamp and need the target out at once). Decoding
-/// itself, and so every pixel, does not depend on it (H.265 C.5.2).
-pub fn sps_without_reordering(nal: &[u8]) -> Result<Vec<u8>> {
-    if nal_type(nal) != NAL_SPS || nal.len() < 3 {
-        bail!("not an SPS NAL unit");
-    }
-    let rbsp = unescape_rbsp(&nal[2..]);
-    let (_, ordering_info) = read_sps(&rbsp)?;
-    let stop_bit = crate::bits::last_set_bit(&rbsp).context("the SPS has no rbsp_stop_one_bit")?;
-    let mut r = BitReader::new(&rbsp);
-    let mut w = BitWriter::default();
-    w.copy(&mut r, ordering_info.at)?;
-    for _ in 0..ordering_info.entries {
-        let dec_pic_buffering_minus1 = r.ue()?;
-        r.ue()?; // sps_max_num_reorder_pics
-        let latency_increase_plus1 = r.ue()?;
-        w.ue(dec_pic_buffering_minus1);
-        w.ue(0);
-        w.ue(latency_increase_plus1);
-    }
-    let rest = (stop_bit + 1).checked_sub(r.position()).context("the SPS ends inside its ordering info")?;
-    w.copy(&mut r, rest)?;
-    let mut rewritten = nal[..2].to_vec();
-    rewritten.extend(escape_rbsp(&w.into_bytes()));
-    Ok(rewritten)
+    })
 }
 
 /// Parses a PPS NAL unit (with its two-byte header).

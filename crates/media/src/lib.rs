@@ -17,7 +17,6 @@ pub mod index;
 pub mod jpeg;
 mod mp4;
 pub mod output;
-mod output_order;
 pub mod player;
 pub mod probe;
 pub mod scale;
@@ -28,7 +27,7 @@ pub use budget::{Budget, Corrupt, OverBudget};
 pub use decoder::Threading;
 pub use ffmpeg_next::frame::Video as Picture;
 pub use index::{Container, Sample, VideoIndex};
-pub use player::{DecodeError, Player, Seeks, Span};
+pub use player::{DecodeError, Player, Span};
 pub use source::{FileSource, MemorySource, RangeRead};
 
 /// Converts a decoded picture to a JPEG at `quality` (1-100).

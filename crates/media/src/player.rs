@@ -22,13 +22,9 @@
 //! pictures. libavcodec's `skip_frame = AVDISCARD_NONREF` is not used: it
 //! would also drop a non-reference target, and it ignores temporal
 //! sub-layers. A later request for a skipped picture restarts the run.
-//! The decoder is also told not to hold pictures back for reordering
-//! (`output_order.rs`), so the target comes out as soon as it is decoded
-//! instead of after the pictures that follow it in decoding order.
 
 use crate::decoder::{share, Decoder, Threading};
 use crate::index::VideoIndex;
-use crate::output_order;
 use anyhow::{anyhow, Result};
 use bytes::Bytes;
 use ffmpeg_next::frame::Video;
@@ -143,46 +139,17 @@ pub struct Player {
     skipped: Vec<i64>,
     skipped_total: u64,
     seeks: u64,
-    /// Whether seeks leave out pictures nothing references.
+    /// Whether seeks leave out pictures nothing references (the default).
     skip_unreferenced: bool,
-    /// Whether the decoder's SPS says no reordering, so that SPSs repeated
-    /// in samples must say so too.
-    output_at_once: bool,
-    /// Presentation time of the picture asked for last: kept pictures after
-    /// it are the ones playback wants next.
-    last_asked: Option<i64>,
-    /// Pictures the stream may decode ahead of their turn (its DPB size):
-    /// that many pictures after `last_asked` are never dropped from `kept`.
-    ahead_window: usize,
-}
-
-/// How a player positions its decoder for a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seeks {
-    /// Leave out pictures nothing references, and have each picture output
-    /// as soon as it is decoded (the default).
-    Lean,
-    /// Feed every picture from the decode start and keep the stream's output
-    /// delay, as libavcodec does alone: for comparison, or as an escape hatch
-    /// for a stream that misbehaves.
-    Plain,
 }
 
 /// Decoded pictures kept for neighbouring requests, at least this many.
 const MIN_KEPT_FRAMES: usize = 4;
 
 impl Player {
-    pub fn new(index: &VideoIndex, threads: Threading, keep_limit_bytes: usize, seeks: Seeks) -> Result<Self> {
-        // A parameter set this cannot rewrite is left as it is: pictures then come out as the stream says.
-        let rewritten = match seeks {
-            Seeks::Lean => output_order::without_reordering(&index.decoder).ok(),
-            Seeks::Plain => None,
-        };
+    pub fn new(index: &VideoIndex, threads: Threading, keep_limit_bytes: usize) -> Result<Self> {
         Ok(Self {
-            decoder: Decoder::new(rewritten.as_deref().unwrap_or(&index.decoder.extradata), threads)?,
-            output_at_once: rewritten.is_some(),
-            last_asked: None,
-            ahead_window: index.decoder.pictures.map_or(16, |pictures| pictures.count as usize),
+            decoder: Decoder::new(&index.decoder, threads)?,
             position: None,
             kept: VecDeque::new(),
             kept_bytes: 0,
@@ -191,7 +158,7 @@ impl Player {
             skipped: Vec::new(),
             skipped_total: 0,
             seeks: 0,
-            skip_unreferenced: seeks == Seeks::Lean,
+            skip_unreferenced: true,
         })
     }
 
@@ -215,6 +182,13 @@ impl Player {
         let kept =
             (keep_limit_bytes as u64).max(picture.saturating_mul(MIN_KEPT_FRAMES as u64)).saturating_add(picture);
         pool.saturating_add(kept)
+    }
+
+    /// With `false`, seeks feed every picture from the decode start (for
+    /// comparison, or as an escape hatch for a stream that misbehaves).
+    pub fn skip_unreferenced(mut self, on: bool) -> Self {
+        self.skip_unreferenced = on;
+        self
     }
 
     /// Byte range that must be in the span to decode sample `target`.
@@ -263,7 +237,6 @@ impl Player {
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Video, DecodeError> {
         let sample = *index.sample(target);
-        self.last_asked = Some(sample.pts);
         if let Some(frame) = self.take_kept(sample.pts) {
             return Ok(frame);
         }
@@ -338,12 +311,7 @@ impl Player {
                 }
                 (Some(sample), Some(bytes)) if !position.drained => {
                     let pts = sample.pts;
-                    let format = index.decoder.nal_format;
-                    match self.output_at_once.then(|| output_order::sample_without_reordering(&bytes, format)) {
-                        Some(Ok(rewritten)) => self.decoder.send(&rewritten, pts)?,
-                        // An SPS that cannot be read is one libavcodec rejects too.
-                        _ => self.decoder.send(&bytes, pts)?,
-                    }
+                    self.decoder.send(&bytes, pts)?;
                     position.next += 1;
                 }
                 (Some(_), None) if position.next <= target => {
@@ -408,23 +376,10 @@ impl Player {
             self.kept_bytes += frame_bytes(&frame);
             self.kept.push_back((pts, frame));
             while self.kept.len() > MIN_KEPT_FRAMES && self.kept_bytes > self.keep_limit_bytes {
-                let Some(at) = self.to_drop() else { break };
-                let (_, old) = self.kept.remove(at).expect("a kept picture");
+                let (_, old) = self.kept.pop_front().expect("non-empty");
                 self.kept_bytes -= frame_bytes(&old);
             }
         }
-    }
-
-    /// Which kept picture goes first when they hold too much: the oldest
-    /// before the picture asked for last; a picture after it only when more
-    /// than the stream's window wait. Pictures come out in decoding order
-    /// (`output_order.rs`), so the next ones playback asks for may have come
-    /// out long before their turn: P after its B-frames, up to the stream's
-    /// reorder depth (x265's default: the P seven pictures ahead).
-    fn to_drop(&self) -> Option<usize> {
-        let asked = self.last_asked.unwrap_or(i64::MAX);
-        let past = self.kept.iter().position(|(pts, _)| *pts < asked);
-        past.or_else(|| (self.kept.len() > self.ahead_window).then_some(0))
     }
 
     fn take_kept(&self, pts: i64) -> Option<Video> {

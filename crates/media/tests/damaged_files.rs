@@ -9,7 +9,7 @@ mod support;
 
 use bytes::Bytes;
 use media::budget::DEFAULT_MAX_SAMPLES;
-use media::{Budget, MemorySource, Player, Seeks, Span, Threading, VideoIndex};
+use media::{Budget, MemorySource, Player, Span, Threading, VideoIndex};
 use mp4_atom::{StscEntry, StszSamples, SttsEntry};
 use std::time::{Duration, Instant};
 use support::{find, peak_allocation, video_trak, with_moof, with_moov};
@@ -133,7 +133,7 @@ fn a_decoder_of_a_crafted_picture_size_needs_more_memory_than_any_budget() {
 fn check_complete_frames(name: &str, cut: &VideoIndex, bytes: &[u8], full: &VideoIndex, path: &std::path::Path) {
     let factor = factor_for(full.width as usize);
     let reference = testkit::reference::frames(path, factor).unwrap();
-    let mut player = Player::new(cut, Threading::Single, 64 << 20, Seeks::Lean).unwrap();
+    let mut player = Player::new(cut, Threading::Single, 64 << 20).unwrap();
     let frames = cut.frame_count() as u32;
     for frame in [0, frames / 3, frames / 2, frames - 1] {
         let (position, sample) = cut.frame(frame).unwrap();

@@ -6,7 +6,7 @@
 mod support;
 
 use bytes::Bytes;
-use media::{Budget, FileSource, Player, Seeks, Span, Threading};
+use media::{Budget, FileSource, Player, Span, Threading};
 use mp4_atom::{Edts, Elst, ElstEntry};
 use support::{video_trak, with_moov};
 use testkit::image::{box_downscale, check_frame, factor_for};
@@ -42,7 +42,7 @@ fn several_edits_show_their_pieces_in_order() {
     assert_eq!(reference.len(), 25, "FFmpeg shows the same 25 frames");
     let hidden = index.samples.iter().filter(|s| !s.shown).count();
     assert_eq!(hidden, index.samples.len() - 25);
-    let mut player = Player::new(&index, Threading::Single, 64 << 20, Seeks::Lean).unwrap();
+    let mut player = Player::new(&index, Threading::Single, 64 << 20).unwrap();
     for number in 0..25 {
         let (position, _) = index.frame(number).unwrap();
         let range = Player::required_bytes(&index, position);

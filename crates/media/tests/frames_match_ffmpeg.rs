@@ -3,7 +3,7 @@
 //! after JPEG encoding), for every fixture shape.
 
 use bytes::Bytes;
-use media::{FileSource, Player, RangeRead, Seeks, Span, Threading};
+use media::{FileSource, Player, RangeRead, Span, Threading};
 use rand::seq::SliceRandom;
 use testkit::image::{box_downscale, check_frame, factor_for};
 
@@ -16,7 +16,7 @@ fn check(fixture: &testkit::fixtures::Fixture) {
     let factor = factor_for(index.width as usize);
     let reference = testkit::reference::frames(&fixture.path, factor).unwrap();
     assert_eq!(reference.len(), index.frame_count(), "{}: frame count", fixture.name);
-    let mut player = Player::new(&index, Threading::Single, 64 << 20, Seeks::Lean).unwrap();
+    let mut player = Player::new(&index, Threading::Single, 64 << 20).unwrap();
     let mut order: Vec<u32> = (0..index.frame_count() as u32).collect();
     order.shuffle(&mut rand::rng());
     order.truncate(MAX_FRAMES_PER_FILE);

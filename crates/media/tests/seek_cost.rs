@@ -7,7 +7,7 @@
 //! non-reference pictures at their top sub-layer must skip some.
 
 use bytes::Bytes;
-use media::{FileSource, Player, RangeRead, Seeks, Span, Threading};
+use media::{FileSource, Player, RangeRead, Span, Threading};
 use testkit::image::{box_downscale, check_frame, factor_for};
 
 /// (fixture, whether seeks must skip pictures)
@@ -33,7 +33,7 @@ fn seeks_decode_only_what_the_frame_needs_and_stay_exact() {
             let bytes = source.read_range(range.start, range.end - range.start).unwrap();
             let span = Span::new(range.start, Bytes::from(bytes));
             // A fresh player: nothing kept from the frame before, a true seek.
-            let mut player = Player::new(&index, Threading::Single, 64 << 20, Seeks::Lean).unwrap();
+            let mut player = Player::new(&index, Threading::Single, 64 << 20).unwrap();
             let picture = player.picture(&index, position, &span, &|| false).unwrap();
             let start = index.sample(position).decode_from.min(position);
             fed_without_skipping += u64::from(position - start + 1);
@@ -71,10 +71,10 @@ fn a_seek_resumed_after_each_sample_skips_what_an_uninterrupted_one_skips() {
     let range = Player::required_bytes(&index, position);
     let span = Span::new(range.start, Bytes::from(source.read_range(range.start, range.end - range.start).unwrap()));
 
-    let mut whole = Player::new(&index, Threading::Single, 64 << 20, Seeks::Lean).unwrap();
+    let mut whole = Player::new(&index, Threading::Single, 64 << 20).unwrap();
     let expected = whole.picture(&index, position, &span, &|| false).unwrap();
 
-    let mut sliced = Player::new(&index, Threading::Single, 64 << 20, Seeks::Lean).unwrap();
+    let mut sliced = Player::new(&index, Threading::Single, 64 << 20).unwrap();
     let asks = std::cell::Cell::new(0u32);
     let every_other_ask = || {
         asks.set(asks.get() + 1);

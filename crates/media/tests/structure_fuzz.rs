@@ -16,7 +16,7 @@
 mod support;
 
 use bytes::Bytes;
-use media::{Budget, MemorySource, Player, Seeks, Span, Threading};
+use media::{Budget, MemorySource, Player, Span, Threading};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -104,7 +104,7 @@ fn decode_a_little(index: &media::VideoIndex, bytes: &[u8]) {
     if u64::from(index.width) * u64::from(index.height) > 1920 * 1088 {
         return;
     }
-    let Ok(mut player) = Player::new(index, Threading::Single, 16 << 20, Seeks::Lean) else { return };
+    let Ok(mut player) = Player::new(index, Threading::Single, 16 << 20) else { return };
     for frame in [0, index.frame_count() as u32 - 1] {
         let Some((position, _)) = index.frame(frame) else { continue };
         let range = Player::required_bytes(index, position);

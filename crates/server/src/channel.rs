@@ -30,7 +30,7 @@ use crate::thumbnails::{Strip, StripSpec};
 use crate::urgency::Urgency;
 use bytes::Bytes;
 use media::output::Output;
-use media::{DecodeError, Player, Seeks, VideoIndex};
+use media::{DecodeError, Player, VideoIndex};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -103,8 +103,8 @@ pub struct Shared {
     pub pool: DecodePool,
     /// Decoders one video may use at once.
     pub decoders_per_video: usize,
-    /// How decoders seek (`--seek-all-pictures`: plainly).
-    pub seeks: Seeks,
+    /// Seeks leave out pictures nothing references (`--seek-all-pictures` turns it off).
+    pub skip_unreferenced: bool,
     /// Time allowed to index one video.
     pub index_time: std::time::Duration,
     /// What decoders, fetched bytes and indexes may hold (`--memory-budget`).
@@ -156,12 +156,12 @@ impl Channel {
         };
         let text = path.text.clone();
         let policy = shared.threading;
-        let seeks = shared.seeks;
+        let skip_unreferenced = shared.skip_unreferenced;
         let budget = media::Budget::new(shared.index_time, media::budget::DEFAULT_MAX_SAMPLES);
         let built = tokio::task::spawn_blocking(move || {
             let index = media::probe::index(&object, &budget)?;
             let threading = policy.for_stream(&index.decoder);
-            let player = Player::new(&index, threading, KEPT_PICTURE_BYTES, seeks)?;
+            let player = Player::new(&index, threading, KEPT_PICTURE_BYTES)?.skip_unreferenced(skip_unreferenced);
             anyhow::Ok((index, threading, player))
         })
         .await
@@ -181,7 +181,7 @@ impl Channel {
         let index = Arc::new(index);
         let make = {
             let index = index.clone();
-            move || Player::new(&index, threading, KEPT_PICTURE_BYTES, seeks)
+            move || Ok(Player::new(&index, threading, KEPT_PICTURE_BYTES)?.skip_unreferenced(skip_unreferenced))
         };
         let label = crate::metrics::video_label(&text);
         metrics::counter!(VIDEO_OPENS, "video" => label.clone()).increment(1);

@@ -180,9 +180,7 @@ pub struct ServeArgs {
     pub drain_secs: u64,
 
     /// Seeks decode every picture from the keyframe, also those nothing
-    /// references, and pictures come out in the stream's output order
-    /// (by default unreferenced pictures are left out and each picture
-    /// comes out as soon as it is decoded); for comparison.
+    /// references (by default they are left out); for comparison.
     #[arg(long, env = "SEEK_ALL_PICTURES")]
     pub seek_all_pictures: bool,
 

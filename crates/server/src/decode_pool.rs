@@ -280,7 +280,7 @@ mod tests {
     use super::*;
     use crate::decoders::PlayerMemory;
     use media::source::FileSource;
-    use media::{Player, Seeks, Threading, VideoIndex};
+    use media::{Player, Threading, VideoIndex};
     use std::time::Duration;
 
     /// The decoders of a file held in memory, and a span of all of it.
@@ -302,7 +302,7 @@ mod tests {
         let span = Span::new(0, std::fs::read(path).unwrap().into());
         let make = {
             let index = index.clone();
-            move || Player::new(&index, Threading::Single, 24 << 20, Seeks::Lean)
+            move || Player::new(&index, Threading::Single, 24 << 20)
         };
         let first = (make().unwrap(), player_memory(budget));
         (Arc::new(Decoders::new(index.clone(), first, limit, make, |_| {})), index, span)
@@ -425,7 +425,7 @@ mod tests {
         let seeks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let make = {
             let index = index.clone();
-            move || Player::new(&index, Threading::Single, 24 << 20, Seeks::Lean)
+            move || Player::new(&index, Threading::Single, 24 << 20)
         };
         let counted = {
             let seeks = seeks.clone();

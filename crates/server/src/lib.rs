@@ -73,7 +73,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 pool: decode_pool::DecodePool::start(args.decode_threads())
                     .context("cannot start the decode threads")?,
                 decoders_per_video: args.decoders_per_video.unwrap_or(args.decode_threads()),
-                seeks: if args.seek_all_pictures { media::Seeks::Plain } else { media::Seeks::Lean },
+                skip_unreferenced: !args.seek_all_pictures,
                 index_time: std::time::Duration::from_secs(args.index_timeout_secs),
                 memory,
             },
