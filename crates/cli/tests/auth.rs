@@ -17,9 +17,7 @@ const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
 const VIDEO: &str = "videos/no_bframes.mp4";
 
 fn mint(args: &[&str]) -> String {
-    let output = Command::new(binary()).args(args).args(["--secret", SECRET]).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
+    common::mint(SECRET, args)
 }
 
 fn ws_status(port: u16, target: &str, headers: &[(&str, &str)]) -> u16 {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{binary, serve_generated};
+use common::{mint, serve_generated};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -65,14 +65,7 @@ fn the_python_client_gets_exact_frames() {
 #[test]
 fn the_python_client_passes_its_token() {
     const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
-    let mint = |prefix: &str| {
-        let output = Command::new(binary())
-            .args(["token", "--prefix", prefix, "--ttl", "600", "--secret", SECRET])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8(output.stdout).unwrap().trim().to_string()
-    };
+    let mint = |prefix: &str| mint(SECRET, &["token", "--prefix", prefix, "--ttl", "600"]);
     let root = testkit::workspace_root();
     let python = python_with_client(&root);
     let name = "open_gop_bframes.mp4";

@@ -17,8 +17,7 @@ impl Sprite {
     /// Bytes the planes of a sprite made by `new` with these sizes take
     /// (4:2:0, a byte a sample).
     pub fn memory_needed(count: u32, columns: u32, tile_width: u32, tile_height: u32) -> u64 {
-        let width = u64::from(columns.min(count)) * u64::from(tile_width);
-        let height = u64::from(count.div_ceil(columns.max(1))) * u64::from(tile_height);
+        let (width, height) = layout(count, columns, tile_width, tile_height);
         width.saturating_mul(height).saturating_mul(3) / 2
     }
 
@@ -28,10 +27,9 @@ impl Sprite {
     pub fn new(count: u32, columns: u32, tile_width: u32, tile_height: u32) -> Result<Self> {
         ensure!(count > 0 && columns > 0, "a sprite needs tiles");
         ensure!(tile_width.is_multiple_of(2) && tile_height.is_multiple_of(2), "tile sides must be even");
-        let rows = count.div_ceil(columns);
-        let width = (columns.min(count) * tile_width) as usize;
-        let height = (rows * tile_height) as usize;
-        ensure!(width * height <= 64 << 20, "a {width}x{height} sprite is too large");
+        let (width, height) = layout(count, columns, tile_width, tile_height);
+        ensure!(width.saturating_mul(height) <= 64 << 20, "a {width}x{height} sprite is too large");
+        let (width, height) = (width as usize, height as usize);
         let chroma = width.div_ceil(2) * height.div_ceil(2);
         let planes =
             JfifPlanes { width, height, y: vec![0; width * height], u: vec![128; chroma], v: vec![128; chroma] };
@@ -66,6 +64,13 @@ impl Sprite {
     pub fn encode(&self, quality: u8) -> Result<(Vec<u8>, u32, u32)> {
         Ok((crate::jpeg::encode(&self.planes, quality)?, self.planes.width as u32, self.planes.height as u32))
     }
+}
+
+/// Width and height of a sprite of `count` tiles, `columns` to a row.
+fn layout(count: u32, columns: u32, tile_width: u32, tile_height: u32) -> (u64, u64) {
+    let width = u64::from(columns.min(count)) * u64::from(tile_width);
+    let height = u64::from(count.div_ceil(columns.max(1))) * u64::from(tile_height);
+    (width, height)
 }
 
 /// Copies a `size` block from a tightly packed plane into `to` at `at`.

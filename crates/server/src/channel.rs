@@ -225,12 +225,12 @@ impl Channel {
         }
     }
 
-    /// A strong HTTP entity tag for `what` of this object's content.
     /// The process's memory budget.
     pub fn memory(&self) -> &Arc<MemoryBudget> {
         &self.shared.memory
     }
 
+    /// A strong HTTP entity tag for `what` of this object's content.
     pub fn tag(&self, what: &str) -> String {
         // FNV-1a: stable across builds and machines, unlike std's hasher.
         let mut hash = 0xcbf2_9ce4_8422_2325u64;

@@ -6,7 +6,7 @@
 //! (single-flight) and kept with the video's channel (`Channel::thumbnails`).
 
 use crate::channel::{Channel, Failure, FrameFailure};
-use crate::memory_budget::{Holder, MemoryBudget};
+use crate::memory_budget::{Holder, MemoryBudget, Reservation};
 use crate::urgency::Urgency;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -94,6 +94,24 @@ pub fn choose(index: &VideoIndex, count: u32) -> Vec<u32> {
     chosen
 }
 
+/// Holds the sprite's planes (78 MB for 400 tiles 480 wide) against the
+/// memory budget until the strip is encoded; `busy` when they do not fit.
+fn reserve_planes(
+    budget: &Arc<MemoryBudget>,
+    count: u32,
+    tile_width: u32,
+    tile_height: u32,
+) -> Result<Reservation, FrameFailure> {
+    let needed = Sprite::memory_needed(count, COLUMNS, tile_width, tile_height);
+    budget.reserve(Holder::Thumbnails, needed).ok_or_else(|| {
+        MemoryBudget::refused(Holder::Thumbnails);
+        FrameFailure::new(
+            Failure::Busy,
+            "no memory for a thumbnail strip now: the memory budget is full; try again later",
+        )
+    })
+}
+
 /// Makes the strip of `spec` for the channel's video. A keyframe that
 /// cannot be decoded is left out of the map (its tile stays black).
 pub async fn make(channel: &Arc<Channel>, spec: StripSpec) -> Result<Strip, FrameFailure> {
@@ -107,17 +125,7 @@ pub async fn make(channel: &Arc<Channel>, spec: StripSpec) -> Result<Strip, Fram
     let tile_width = even(spec.width.min(index.width));
     let tile_height = even((u64::from(tile_width) * u64::from(index.height) / u64::from(index.width.max(1))) as u32);
     let count = frames.len() as u32;
-    // The planes (78 MB for 400 tiles 480 wide) are held until encoded: within the memory budget.
-    let _memory = channel
-        .memory()
-        .reserve(Holder::Thumbnails, Sprite::memory_needed(count, COLUMNS, tile_width, tile_height))
-        .ok_or_else(|| {
-            MemoryBudget::refused(Holder::Thumbnails);
-            FrameFailure::new(
-                Failure::Busy,
-                "no memory for a thumbnail strip now: the memory budget is full; try again later",
-            )
-        })?;
+    let _memory = reserve_planes(channel.memory(), count, tile_width, tile_height)?;
     let sprite = Sprite::new(count, COLUMNS, tile_width, tile_height).map_err(|e| encode_failed(e.to_string()))?;
     let sprite = Arc::new(Mutex::new(sprite));
     let timescale = f64::from(index.timescale.max(1));
@@ -154,4 +162,24 @@ pub async fn make(channel: &Arc<Channel>, spec: StripSpec) -> Result<Strip, Fram
             .map_err(|e| encode_failed(format!("thumbnail thread failed: {e}")))?
             .map_err(|e| encode_failed(format!("{e:#}")))?;
     Ok(Strip { sprite: Bytes::from(sprite), width, height, tiles })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_strip_s_planes_are_held_against_the_budget_or_refused_busy() {
+        let largest = Sprite::memory_needed(MAX_COUNT, COLUMNS, MAX_WIDTH, MAX_WIDTH * 9 / 16);
+        assert!(largest > 70 << 20, "{largest} bytes");
+        let (small, _) = MemoryBudget::new(64 << 20, 0);
+        let refused = reserve_planes(&small, MAX_COUNT, MAX_WIDTH, MAX_WIDTH * 9 / 16).err().expect("refused");
+        assert_eq!(refused.failure, Failure::Busy);
+        assert_eq!(small.held(), 0, "a refusal holds nothing");
+        let (roomy, _) = MemoryBudget::new(256 << 20, 0);
+        let held = reserve_planes(&roomy, MAX_COUNT, MAX_WIDTH, MAX_WIDTH * 9 / 16).expect("fits");
+        assert_eq!(roomy.held(), largest);
+        drop(held);
+        assert_eq!(roomy.held(), 0, "given back once the strip is encoded");
+    }
 }

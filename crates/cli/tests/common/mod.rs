@@ -21,6 +21,14 @@ pub fn binary() -> PathBuf {
 }
 
 /// A fresh folder under target/test-data.
+/// A token or signed URL minted by the binary's own `token` / `sign-url`
+/// command (`args`) with `secret`.
+pub fn mint(secret: &str, args: &[&str]) -> String {
+    let output = Command::new(binary()).args(args).args(["--secret", secret]).output().expect("the binary runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("UTF-8").trim().to_string()
+}
+
 pub fn scratch_dir(name: &str) -> PathBuf {
     let dir = testkit::workspace_root().join("target/test-data").join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
