@@ -28,8 +28,12 @@ await page.evaluate(() => {
   });
 });
 await page.keyboard.press('Space');
-await page.waitForTimeout(1000);
-check((await page.evaluate(() => window.drawnAt.length)) > 5, 'the page plays before the kill');
+// Playing, not a speed test: a loaded CI machine (debug servers, parallel
+// tests) may take a few seconds to start.
+const playing = await page
+  .waitForFunction(() => window.drawnAt.length > 5, null, { timeout: 10000 })
+  .then(() => true, () => false);
+check(playing, 'the page plays before the kill');
 
 report({ kill: 'now' });
 await lines.next();

@@ -248,6 +248,38 @@ fn sequential_playback_decodes_each_frame_once() {
     }
 }
 
+/// A batch of 4K frames (few decoded pictures kept: 4K pictures are large)
+/// decodes each picture once: its frames reach the decode queue in any
+/// order (their bytes arrive together), and the pool starts a run with the
+/// earliest; a player that ran past a frame is not taken as positioned for it.
+#[test]
+fn a_batch_of_4k_frames_decodes_each_picture_once() {
+    let Some(uhd) = testkit::fixtures::shared().unwrap().into_iter().find(|f| f.name == "bbb4k-frag.mp4") else {
+        eprintln!("skipped: needs ../shared/media/bbb4k-frag.mp4");
+        return;
+    };
+    let root = scratch_dir("tools-4k-batch");
+    stock(&root, std::slice::from_ref(&uhd));
+    let server = start_local(&root, &[]);
+    let key = "videos/bbb4k-frag.mp4";
+    let (_, index) = fetch_index(&server, key).unwrap();
+    let mut client = Client::connect(&server.ws_url()).unwrap();
+    assert_eq!(client.set_video(key).unwrap()["ok"], true);
+    let wanted = &index[..50];
+    let frames: Vec<Value> = wanted.iter().map(|f| json!({"offset": f.offset, "index": f.number})).collect();
+    client.send_json(&json!({"type": "RequestFrames", "frames": frames})).unwrap();
+    for frame in wanted {
+        match client.receive_answer().unwrap() {
+            Answer::Frame { header, .. } => assert_eq!(header["index"], frame.number),
+            Answer::Error(error) => panic!("{error}"),
+        }
+    }
+    let decoded = metric(&server, "bucket_streamer_frames_decoded_total");
+    let seeks = metric(&server, "bucket_streamer_seek_pictures_count");
+    // Frames 0-49 and the few prefetched after the last (`PREFETCH_FRAMES`).
+    assert!(decoded <= 54.0, "50 frames of 4K in one request: {decoded} pictures decoded in {seeks} seeks");
+}
+
 /// A peer that takes every session and closes it with 1012 (restart) a
 /// moment later, for ever: `bench` reconnects for its timeout, then gives up
 /// with an error instead of reconnecting without end.

@@ -137,6 +137,10 @@ pub struct Player {
     decoded: u64,
     /// Presentation timestamps not fed in the current run.
     skipped: Vec<i64>,
+    /// The latest presentation timestamp the current run has output:
+    /// pictures come out in presentation order, so a fed picture at or
+    /// before it that is not kept is gone.
+    newest_output: Option<i64>,
     skipped_total: u64,
     seeks: u64,
     /// Whether seeks leave out pictures nothing references (the default).
@@ -156,6 +160,7 @@ impl Player {
             keep_limit_bytes,
             decoded: 0,
             skipped: Vec::new(),
+            newest_output: None,
             skipped_total: 0,
             seeks: 0,
             skip_unreferenced: true,
@@ -261,6 +266,7 @@ impl Player {
         if restart {
             self.decoder.reset();
             self.skipped.clear();
+            self.newest_output = None;
             self.seeks += 1;
             let start = index.sample(target).decode_from.min(target);
             let seeking_to = may_skip.then_some(target);
@@ -342,11 +348,15 @@ impl Player {
 
     /// Whether the run in progress can go on to `sample` (at decode position
     /// `target`): it started at or before the sample's decode start, has
-    /// reached it, is not drained, and did not leave the sample out.
+    /// reached it, is not drained, did not leave the sample out, and has not
+    /// output (and since dropped) its picture: a player that ran past a
+    /// frame would otherwise decode to the end of its bytes looking for it.
     fn resumable(&self, sample: &crate::index::Sample, target: u32) -> bool {
         let start = sample.decode_from.min(target);
+        let still_to_come = self.newest_output.is_none_or(|newest| sample.pts > newest);
         self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start)
             && !self.skipped.contains(&sample.pts)
+            && still_to_come
     }
 
     /// Where the current run of decoding started (decode order), if any.
@@ -373,6 +383,7 @@ impl Player {
         while let Some(frame) = self.decoder.receive() {
             self.decoded += 1;
             let pts = frame.pts().unwrap_or(i64::MIN);
+            self.newest_output = self.newest_output.max(Some(pts));
             self.kept_bytes += frame_bytes(&frame);
             self.kept.push_back((pts, frame));
             while self.kept.len() > MIN_KEPT_FRAMES && self.kept_bytes > self.keep_limit_bytes {

@@ -97,3 +97,34 @@ fn a_seek_resumed_after_each_sample_skips_what_an_uninterrupted_one_skips() {
     );
     assert_eq!(media::encode_jpeg(&picture, 90).unwrap(), media::encode_jpeg(&expected, 90).unwrap());
 }
+
+/// A frame the player has already decoded past (its picture output and no
+/// longer kept) costs a seek from its decode start, not a run to the end of
+/// the bytes in hand looking for it first. This happened when a batch's
+/// frames reached the decoder out of order: a 4K job for frame 0 decoded 34
+/// pictures before starting over.
+#[test]
+fn a_frame_already_passed_costs_a_seek_not_a_run_to_the_end() {
+    let fixture = testkit::fixtures::generated_named("no_bframes.mp4").unwrap();
+    let source = FileSource::open(&fixture.path).unwrap();
+    let index = media::probe::index(&source, &Default::default()).unwrap();
+    let factor = factor_for(index.width as usize);
+    let reference = testkit::reference::frames(&fixture.path, factor).unwrap();
+    let gop_end = (1..index.samples.len() as u32).find(|&p| index.sample(p).keyframe).unwrap() - 1;
+    let range = Player::required_bytes(&index, gop_end);
+    let span = Span::new(range.start, Bytes::from(source.read_range(range.start, range.end - range.start).unwrap()));
+    // Keeps as few pictures as it may (4): frame 2 is gone once frame 10 is out.
+    let mut player = Player::new(&index, Threading::Single, 0).unwrap();
+    let (ahead, _) = index.frame(10).unwrap();
+    player.picture_among_neighbours(&index, ahead, &span, &|| false).unwrap();
+    let before = player.pictures_decoded();
+    let (behind, _) = index.frame(2).unwrap();
+    assert!(!player.continues_to(&index, behind), "a player past the frame counts as positioned for it");
+    let picture = player.picture_among_neighbours(&index, behind, &span, &|| false).unwrap();
+    let start = index.sample(behind).decode_from.min(behind);
+    assert_eq!(player.pictures_decoded() - before, u64::from(behind - start + 1), "decoded more than a seek");
+    assert_eq!(player.seeks(), 2);
+    let rgb = media::jpeg::decode_rgb(&media::encode_jpeg(&picture, 90).unwrap()).unwrap();
+    let small = box_downscale(&rgb.pixels, rgb.width, rgb.height, factor);
+    check_frame(&small, &reference, 2, 30.0).unwrap();
+}

@@ -72,6 +72,7 @@ impl Queue {
             let candidates: Vec<usize> = urgent.chain(rest).filter(|&at| runnable(&self.jobs[at])).collect();
             let mut starved = None;
             for at in candidates {
+                let at = self.earliest_of_its_run(at);
                 match self.jobs[at].decoders.check_out(self.jobs[at].position) {
                     Ok(Some(checkout)) => {
                         self.running += 1;
@@ -87,6 +88,27 @@ impl Queue {
             MemoryBudget::refused(Holder::Decoders);
             let _ = job.reply.send(Err(DecodeError::Failed(NoMemory.into())));
         }
+    }
+
+    /// The queued job of the same video, urgency and run of decoding (same
+    /// decode start) as the job at `at` whose frame comes first in decode
+    /// order: a batch's frames may reach the queue out of order (their
+    /// bytes arrive at once), and starting with a later one would decode
+    /// past the earlier ones, whose pictures may be dropped before their
+    /// jobs come (4K keeps few).
+    fn earliest_of_its_run(&self, at: usize) -> usize {
+        let chosen = &self.jobs[at];
+        let run = chosen.decoders.decode_start(chosen.position);
+        (0..self.jobs.len())
+            .filter(|&other| {
+                let job = &self.jobs[other];
+                Arc::ptr_eq(&job.decoders, &chosen.decoders)
+                    && job.urgency.is_urgent() == chosen.urgency.is_urgent()
+                    && job.position < chosen.position
+                    && job.decoders.decode_start(job.position) == run
+            })
+            .min_by_key(|&other| self.jobs[other].position)
+            .unwrap_or(at)
     }
 
     /// Whether a request of another video than `decoders` waits for a

@@ -168,7 +168,7 @@ impl Decoders {
     }
 
     /// Where a seek to decode position `target` starts (`None` past the index).
-    fn decode_start(&self, target: u32) -> Option<u32> {
+    pub fn decode_start(&self, target: u32) -> Option<u32> {
         self.index.samples.get(target as usize).map(|sample| sample.decode_from.min(target))
     }
 

@@ -128,6 +128,20 @@ impl Shared {
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The next queued frame to put in flight, unless `in_flight` already
+    /// fills its mode's depth.
+    fn next_job(&self, in_flight: usize) -> Option<Job> {
+        let mut queue = self.queue();
+        let depth = match queue.peek_mode()? {
+            Mode::Latest => LATEST_DEPTH,
+            _ => PIPELINE_DEPTH,
+        };
+        if in_flight >= depth {
+            return None;
+        }
+        queue.pop()
+    }
 }
 
 /// Serves one WebSocket; `grant` says which videos it may open, and
@@ -623,23 +637,17 @@ fn jobs_for(
 async fn serve_queue(shared: Arc<Shared>, out: mpsc::Sender<Outgoing>) {
     let mut in_flight = FuturesOrdered::new();
     loop {
-        loop {
-            let mut queue = shared.queue();
-            let depth = match queue.peek_mode() {
-                Some(Mode::Latest) => LATEST_DEPTH,
-                Some(_) => PIPELINE_DEPTH,
-                None => break,
-            };
-            if in_flight.len() >= depth {
-                break;
-            }
-            let job = queue.pop().expect("peeked");
-            drop(queue);
+        while let Some(job) = shared.next_job(in_flight.len()) {
             if job.mode == Mode::Latest {
                 shared.decoding_latest.lock().unwrap_or_else(|p| p.into_inner()).push(job.cancel.clone());
             }
             let frame = job.frame.clone();
             in_flight.push_back(Production { frame: Some(frame), task: tokio::spawn(serve(job)) });
+            // Let it start before the next one is spawned: tokio runs the task
+            // spawned last first (its LIFO slot), which would send a batch's
+            // last frame in flight to storage and the decoder before its
+            // first, and the decoder past frames whose pictures 4K cannot keep.
+            tokio::task::yield_now().await;
         }
         if in_flight.is_empty() {
             // Nothing queued either (the loop above took what it could).
