@@ -82,10 +82,18 @@ check(urlFrame() === scrubbed, `after scrubbing the URL says frame ${urlFrame()}
 
 // Hovering the timeline shows the thumbnail of the last keyframe at or
 // before the pointer (the strip loads after the video opens: hover until it shows).
+// The pointer rests mid-way between two keyframes near the middle, whole
+// pixels apart, so rounding the pointer's position cannot cross a keyframe.
+const keyAfterMiddle = keyframes.find((k) => k >= last / 2) ?? last;
+const keyBeforeThat = keyframes.filter((k) => k < keyAfterMiddle).pop() ?? 0;
+const middleX = Math.round(bar.x + (((keyBeforeThat + keyAfterMiddle) / 2) / last) * bar.width);
+// Leave the timeline first: the drag above may have shown a thumbnail.
+await page.mouse.move(middleX, bar.y - 100);
+await page.waitForTimeout(100);
 let thumbnail = null;
 let hoveredAt = 0;
 for (let attempt = 0; attempt < 100 && thumbnail === null; attempt += 1) {
-  const x = bar.x + bar.width * 0.5 + (attempt % 2);
+  const x = middleX + (attempt % 2);
   await page.mouse.move(x, y);
   hoveredAt = Math.round(((x - bar.x) / bar.width) * last);
   await page.waitForTimeout(100);
