@@ -252,8 +252,10 @@ fn sequential_playback_decodes_each_frame_once() {
 /// decodes each picture once: its frames reach the decode queue in any
 /// order (their bytes arrive together), and the pool starts a run with the
 /// earliest; a player that ran past a frame is not taken as positioned for it.
+/// Playing on, the next groups of pictures are decoded beside the current
+/// one (4K decoding is slower than its JPEG encoding), still once each.
 #[test]
-fn a_batch_of_4k_frames_decodes_each_picture_once() {
+fn a_batch_of_4k_frames_decodes_each_picture_once_and_groups_of_pictures_side_by_side() {
     let Some(uhd) = testkit::fixtures::shared().unwrap().into_iter().find(|f| f.name == "bbb4k-frag.mp4") else {
         eprintln!("skipped: needs ../shared/media/bbb4k-frag.mp4");
         return;
@@ -265,10 +267,12 @@ fn a_batch_of_4k_frames_decodes_each_picture_once() {
     let (_, index) = fetch_index(&server, key).unwrap();
     let mut client = Client::connect(&server.ws_url()).unwrap();
     assert_eq!(client.set_video(key).unwrap()["ok"], true);
-    let wanted = &index[..50];
-    let frames: Vec<Value> = wanted.iter().map(|f| json!({"offset": f.offset, "index": f.number})).collect();
-    client.send_json(&json!({"type": "RequestFrames", "frames": frames})).unwrap();
-    for frame in wanted {
+    let frames: Vec<Value> = index.iter().map(|f| json!({"offset": f.offset, "index": f.number})).collect();
+    // Scaled, as the web client asks while playing: decoding, not encoding,
+    // is then the slower side even in this unoptimised test build.
+    let output = json!({"width": 1280});
+    client.send_json(&json!({"type": "RequestFrames", "output": output, "frames": frames})).unwrap();
+    for frame in &index {
         match client.receive_answer().unwrap() {
             Answer::Frame { header, .. } => assert_eq!(header["index"], frame.number),
             Answer::Error(error) => panic!("{error}"),
@@ -276,8 +280,13 @@ fn a_batch_of_4k_frames_decodes_each_picture_once() {
     }
     let decoded = metric(&server, "bucket_streamer_frames_decoded_total");
     let seeks = metric(&server, "bucket_streamer_seek_pictures_count");
-    // Frames 0-49 and the few prefetched after the last (`PREFETCH_FRAMES`).
-    assert!(decoded <= 54.0, "50 frames of 4K in one request: {decoded} pictures decoded in {seeks} seeks");
+    let keyframes = index.iter().filter(|frame| frame.keyframe).count();
+    // Each picture once, but for the IRAP a run beside may decode again (the
+    // run before fed it to let its last frames out). Without the batch fixes,
+    // 50 of these frames decoded 93-173 pictures.
+    let most = (index.len() + keyframes) as f64;
+    assert!(decoded <= most, "{} frames of 4K in one request: {decoded} pictures decoded", index.len());
+    assert!(seeks >= 3.0 && keyframes >= 3, "{seeks} runs for {keyframes} groups of pictures: none started beside");
 }
 
 /// A peer that takes every session and closes it with 1012 (restart) a

@@ -342,8 +342,26 @@ impl Player {
     /// Whether `target` would come without a seek: its picture is kept, or
     /// this player's run is positioned before it in the same stream.
     pub fn continues_to(&self, index: &VideoIndex, target: u32) -> bool {
+        self.samples_to(index, target).is_some()
+    }
+
+    /// Whether the picture of `target` is among those kept.
+    pub fn holds(&self, index: &VideoIndex, target: u32) -> bool {
         let Some(sample) = index.samples.get(target as usize) else { return false };
-        self.kept.iter().any(|(pts, _)| *pts == sample.pts) || self.resumable(sample, target)
+        self.kept.iter().any(|(pts, _)| *pts == sample.pts)
+    }
+
+    /// How many samples this player must still feed before `target` comes
+    /// out without a seek (0 when its picture is kept), or `None` when it
+    /// would have to seek: of several positioned players, the one with the
+    /// least left to decode is the one to use.
+    pub fn samples_to(&self, index: &VideoIndex, target: u32) -> Option<u32> {
+        let sample = index.samples.get(target as usize)?;
+        if self.holds(index, target) {
+            return Some(0);
+        }
+        let position = self.position.filter(|_| self.resumable(sample, target))?;
+        Some(target.saturating_sub(position.next))
     }
 
     /// Whether the run in progress can go on to `sample` (at decode position
@@ -357,6 +375,11 @@ impl Player {
         self.position.is_some_and(|p| !p.drained && p.started_at <= start && p.next >= start)
             && !self.skipped.contains(&sample.pts)
             && still_to_come
+    }
+
+    /// The next sample the current run would feed (decode order), if any.
+    pub fn next_to_feed(&self) -> Option<u32> {
+        self.position.filter(|p| !p.drained).map(|p| p.next)
     }
 
     /// Where the current run of decoding started (decode order), if any.

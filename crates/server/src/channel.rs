@@ -14,6 +14,7 @@
 //! requested frame.
 
 use crate::config::ThreadingPolicy;
+use crate::costs::Costs;
 use crate::decode_pool::DecodePool;
 use crate::decoders::{Decoders, NoMemory, PlayerMemory};
 use crate::encode_slots::EncodeSlots;
@@ -90,6 +91,24 @@ const KEPT_PICTURE_BYTES: usize = 24 << 20;
 const READ_AHEAD_SAMPLES: u32 = 16;
 /// Frames decoded and encoded ahead of a sequential reader.
 const PREFETCH_FRAMES: u32 = 4;
+/// Frames in a row after which a sequential reader counts as playing (its
+/// next group of pictures is made ahead): a reader stepping through a few
+/// frames does not start a second decoder, nor does a burst of new readers
+/// whose first frames find the decode threads idle.
+const PLAYING_AFTER: u32 = 8;
+/// Encoded frames of the next group of pictures prefetched for a sequential reader, at most.
+const NEXT_GOP_BYTES: u64 = 16 << 20;
+
+/// What the request a frame comes with asks for besides it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wanted {
+    /// The furthest decode position it wants in the frame's GOP (its bytes
+    /// are read together).
+    pub read_ahead_to: Option<u32>,
+    /// The last frame (presentation number) it wants of the video, when it
+    /// asks for more than one: frames past it are not worked on ahead.
+    pub last_frame: Option<u32>,
+}
 
 /// What all channels of the process share.
 pub struct Shared {
@@ -124,7 +143,7 @@ pub struct Channel {
     /// Frames being prefetched, raised to urgent when a request joins one.
     prefetching: Mutex<HashMap<FrameKey, Urgency>>,
     /// Presentation number of the last frame asked for, to detect playback.
-    last_requested: Mutex<Option<u32>>,
+    last_requested: Mutex<Option<(u32, u32)>>,
     /// When a frame was last asked for (or the channel opened), for the idle timeout.
     last_used: Mutex<std::time::Instant>,
     /// Identifies the object's content (its ETag, or size and modification time).
@@ -133,6 +152,8 @@ pub struct Channel {
     index_document: std::sync::OnceLock<Bytes>,
     /// Thumbnail strips made (or being made) for this video, a few at most.
     strips: Mutex<HashMap<StripSpec, Arc<tokio::sync::OnceCell<Arc<Strip>>>>>,
+    /// What its pictures cost to decode and its frames to encode lately.
+    costs: Arc<Costs>,
     /// The index's share of the memory budget.
     _index_memory: Reservation,
 }
@@ -186,8 +207,11 @@ impl Channel {
         let label = crate::metrics::video_label(&text);
         metrics::counter!(VIDEO_OPENS, "video" => label.clone()).increment(1);
         let decoded_here = metrics::counter!(VIDEO_FRAMES_DECODED, "video" => label);
+        let costs = Arc::new(Costs::default());
+        let decode_costs = costs.clone();
         let decoders =
             Decoders::new(index.clone(), (player, player_memory), shared.decoders_per_video, make, move |work| {
+                decode_costs.decoded(work.decoded, work.busy);
                 metrics::counter!(FRAMES_DECODED).increment(work.decoded);
                 metrics::counter!(PICTURES_SKIPPED).increment(work.skipped);
                 if work.seeked {
@@ -208,6 +232,7 @@ impl Channel {
             last_used: Mutex::new(std::time::Instant::now()),
             index_document: std::sync::OnceLock::new(),
             strips: Mutex::default(),
+            costs,
             version,
             _index_memory: index_memory,
         })
@@ -345,18 +370,20 @@ impl Channel {
         cell.get_or_try_init(|| async { crate::thumbnails::make(self, spec).await.map(Arc::new) }).await.cloned()
     }
 
-    /// The image of the frame at decode-order `position`. `read_ahead_to` is
-    /// the furthest decode position the caller is about to ask for as well
-    /// (e.g. the rest of a batch), so its bytes come in the same read.
-    /// Setting `cancel` abandons the decode between samples (`superseded`).
+    /// The image of the frame at decode-order `position`. `wanted` says what
+    /// else the same request asks for (a batch), so its bytes come in the
+    /// same read and work ahead stays within it. Setting `cancel` abandons
+    /// the decode between samples (`superseded`).
     pub async fn image(
         self: &Arc<Self>,
         position: u32,
         output: Output,
-        read_ahead_to: Option<u32>,
+        wanted: Wanted,
         cancel: Option<Arc<AtomicBool>>,
     ) -> Result<Image, FrameFailure> {
-        let sequential = self.note_request(position);
+        let Wanted { read_ahead_to, last_frame } = wanted;
+        let in_a_row = self.note_request(position);
+        let sequential = in_a_row > 0;
         let read_ahead_to = if sequential { Some(self.index.gop_end(position)) } else { read_ahead_to };
         // A lone frame reads exactly its span; more is read only when more is wanted.
         let read_ahead_to =
@@ -369,6 +396,9 @@ impl Channel {
         let image = self.shared.frames.get_or_load(key, produce).await?;
         if sequential {
             self.prefetch_after(position, output);
+            if in_a_row >= PLAYING_AFTER {
+                self.prefetch_next_gop(position, output, image.bytes.len() as u64, last_frame);
+            }
             self.read_ahead_gops(position);
         }
         Ok(image)
@@ -393,14 +423,19 @@ impl Channel {
         });
     }
 
-    /// Records a request; true when it is the frame shown right after the previous one.
-    fn note_request(&self, position: u32) -> bool {
+    /// Records a request; how many requests in a row (this one included)
+    /// each asked for the frame shown right after the one before (0: this
+    /// one did not).
+    fn note_request(&self, position: u32) -> u32 {
         let shown = self.index.sample(position).presentation;
         *self.last_used.lock().expect("last use lock") = std::time::Instant::now();
         let mut last = self.last_requested.lock().expect("last request lock");
-        let sequential = last.is_some_and(|previous| shown == previous + 1);
-        *last = Some(shown);
-        sequential
+        let in_a_row = match *last {
+            Some((previous, in_a_row)) if shown == previous + 1 => in_a_row.saturating_add(1),
+            _ => 0,
+        };
+        *last = Some((shown, in_a_row));
+        in_a_row
     }
 
     /// Decodes and encodes the next few frames in presentation order in the
@@ -410,23 +445,67 @@ impl Channel {
         let shown = self.index.sample(position).presentation;
         for ahead in 1..=PREFETCH_FRAMES {
             let Some((next, _)) = self.index.frame(shown + ahead) else { break };
-            let key = FrameKey { channel: self.id, position: next, output };
-            if self.shared.frames.get(&key).is_some() {
-                continue;
-            }
-            let urgency = Urgency::ahead();
-            match self.prefetching.lock().expect("prefetch lock").entry(key) {
-                std::collections::hash_map::Entry::Occupied(_) => continue,
-                std::collections::hash_map::Entry::Vacant(entry) => entry.insert(urgency.clone()),
-            };
-            let channel = self.clone();
-            tokio::spawn(async move {
-                let read_ahead_to = Some(channel.past_furthest(channel.index.gop_end(next)));
-                let produce = channel.produce(next, output, read_ahead_to, None, urgency);
-                let _ = channel.shared.frames.get_or_load(key, produce).await;
-                channel.prefetching.lock().expect("prefetch lock").remove(&key);
-            });
+            self.prefetch(next, output);
         }
+    }
+
+    /// Decodes and encodes the first frames of the group of pictures after
+    /// the one `position` decodes from, in the background, when decoding is
+    /// what holds playback back (a picture takes longer to decode than the
+    /// encoders take per frame, `costs.rs`) and the decode threads have
+    /// nothing to do but this video (`DecodePool::spare_for`): the idle
+    /// thread starts them beside the decoder working through this group
+    /// (`Decoders::can_start_beside`), so a lone reader's playback decodes
+    /// on two cores, each decoder taking every other GOP. With other
+    /// videos at work nothing changes (measured with 4 readers of 4 videos:
+    /// more pictures decoded for the same frames); when encoding is the
+    /// slower side, a second decoder would only take the encoders' cores
+    /// (measured: 1080p one frame per request, 8 % fewer frames per second). At most `NEXT_GOP_BYTES` of
+    /// encoded frames (an eighth of the frame cache at most, estimated from
+    /// `frame_bytes`, this frame's size), and within `last_frame` when the
+    /// request says where it ends.
+    fn prefetch_next_gop(self: &Arc<Self>, position: u32, output: Output, frame_bytes: u64, last_frame: Option<u32>) {
+        // Leading pictures shown before an IRAP decode from the IRAP before it: their run is this one.
+        let run_start = self.index.sample(position).decode_from.min(position);
+        let next_irap = self.index.gop_end(run_start) + 1;
+        let decoding_holds_back = self.costs.decoding_holds_back(self.shared.encode_slots.slots());
+        if next_irap as usize >= self.index.samples.len()
+            || !decoding_holds_back
+            || !self.shared.pool.spare_for(&self.decoders)
+        {
+            return;
+        }
+        let bytes = NEXT_GOP_BYTES.min(self.shared.frames.capacity() / 8);
+        let count = (bytes / frame_bytes.max(1)) as usize;
+        // Its leading pictures decode from this group's IRAP: the decoder here takes them.
+        let frames = self.index.section(next_irap).into_iter().filter(|&next| {
+            let sample = self.index.sample(next);
+            sample.decode_from == next_irap && last_frame.is_none_or(|last| sample.presentation <= last)
+        });
+        for next in frames.take(count) {
+            self.prefetch(next, output);
+        }
+    }
+
+    /// Produces frame `position` at `output` in the background, ahead of
+    /// need, unless it is cached or on its way.
+    fn prefetch(self: &Arc<Self>, position: u32, output: Output) {
+        let key = FrameKey { channel: self.id, position, output };
+        if self.shared.frames.contains(&key) {
+            return;
+        }
+        let urgency = Urgency::ahead();
+        match self.prefetching.lock().expect("prefetch lock").entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => return,
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(urgency.clone()),
+        };
+        let channel = self.clone();
+        tokio::spawn(async move {
+            let read_ahead_to = Some(channel.past_furthest(channel.index.gop_end(position)));
+            let produce = channel.produce(position, output, read_ahead_to, None, urgency);
+            let _ = channel.shared.frames.get_or_load(key, produce).await;
+            channel.prefetching.lock().expect("prefetch lock").remove(&key);
+        });
     }
 
     /// Where a read wanted up to `furthest` should end: `READ_AHEAD_SAMPLES`
@@ -476,9 +555,13 @@ impl Channel {
         // Encodes wait their turn (in order) so they never crowd the decoders off the cores.
         let _encoding = crate::metrics::InProgress::new(crate::metrics::ENCODES);
         let _slot = self.shared.encode_slots.acquire(urgency).await;
+        let costs = self.costs.clone();
         tokio::task::spawn_blocking(move || {
             let _timer = Timer::new(ENCODE_SECONDS);
-            media::output::encode(&picture, &output)
+            let started = std::time::Instant::now();
+            let encoded = media::output::encode(&picture, &output);
+            costs.encoded(started.elapsed());
+            encoded
         })
         .await
         .map_err(|e| FrameFailure::new(Failure::EncodeFailed, format!("encoder thread failed: {e}")))?

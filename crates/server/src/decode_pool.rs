@@ -4,10 +4,12 @@
 //!
 //! Jobs wait in one queue. A thread takes the first urgent job (a client
 //! waits, see `urgency.rs`) whose video can give it a decoder, else the
-//! first such job of any kind; jobs nobody waits for any more are dropped.
-//! Work ahead of need being decoded stops at the next sample (its decoder
-//! stays positioned) when an urgent job waits that no idle thread can take,
-//! or that waits for a decoder of the same video. Requested work shares the
+//! first such job of any kind, else one that can start the next group of
+//! pictures beside a busy run; jobs nobody waits for any more are dropped.
+//! Work ahead of need being decoded pauses at the next sample and goes back
+//! in the queue (its decoder stays positioned, nothing decoded is lost)
+//! when an urgent job could run but every thread is busy, or waits for its
+//! decoder (`urgent_blocked`). Requested work shares the
 //! threads by time slices: a job that has decoded for `SLICE` while another
 //! video's request waits for a thread goes back in the queue after the
 //! current sample (its decoder stays positioned and takes it up again), so
@@ -50,8 +52,8 @@ const SLICE: std::time::Duration = std::time::Duration::from_millis(40);
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
-    /// Threads waiting for work.
-    idle_threads: usize,
+    /// Decode threads of the pool.
+    threads: usize,
     /// Jobs on a thread now.
     running: usize,
     stopped: bool,
@@ -66,14 +68,21 @@ impl Queue {
     fn take(&mut self) -> Option<(Job, Checkout)> {
         loop {
             self.jobs.retain(|job| !job.reply.is_closed());
-            let runnable = |job: &Job| job.decoders.can_take(job.position);
             let urgent = (0..self.jobs.len()).filter(|&at| self.jobs[at].urgency.is_urgent());
             let rest = (0..self.jobs.len()).filter(|&at| !self.jobs[at].urgency.is_urgent());
-            let candidates: Vec<usize> = urgent.chain(rest).filter(|&at| runnable(&self.jobs[at])).collect();
+            let in_order: Vec<usize> = urgent.chain(rest).collect();
+            let runnable = in_order
+                .iter()
+                .copied()
+                .filter(|&at| self.jobs[at].decoders.can_take(self.jobs[at].position, &self.jobs[at].urgency));
+            // With nothing else to run, this thread starts a job's GOP beside a busy run of its video.
+            let beside =
+                in_order.iter().copied().filter(|&at| self.jobs[at].decoders.can_start_beside(self.jobs[at].position));
+            let candidates: Vec<usize> = runnable.chain(beside).collect();
             let mut starved = None;
             for at in candidates {
                 let at = self.earliest_of_its_run(at);
-                match self.jobs[at].decoders.check_out(self.jobs[at].position) {
+                match self.jobs[at].decoders.check_out(self.jobs[at].position, &self.jobs[at].urgency) {
                     Ok(Some(checkout)) => {
                         self.running += 1;
                         return self.jobs.remove(at).map(|job| (job, checkout));
@@ -114,21 +123,35 @@ impl Queue {
     /// Whether a request of another video than `decoders` waits for a
     /// thread (none idle) and could run.
     fn other_video_waiting(&self, decoders: &Arc<Decoders>) -> bool {
-        self.idle_threads == 0
+        self.all_threads_busy()
             && self.jobs.iter().any(|job| {
                 job.urgency.is_urgent()
                     && !job.reply.is_closed()
                     && !Arc::ptr_eq(&job.decoders, decoders)
-                    && job.decoders.can_take(job.position)
+                    && job.decoders.can_take(job.position, &job.urgency)
             })
     }
 
-    /// Whether work ahead of need on `decoders` should give way.
-    fn urgent_blocked(&self, decoders: &Arc<Decoders>) -> bool {
+    /// Whether every thread has a job (a thread between two jobs does not).
+    fn all_threads_busy(&self) -> bool {
+        self.running >= self.threads
+    }
+
+    /// Whether work ahead of need for decode position `running` of
+    /// `decoders` should give way to an urgent job: one that could run but
+    /// finds every thread busy needs its thread; one of the same video that
+    /// cannot start needs its decoder, unless another busy run or this
+    /// one, going on, comes to it (`Decoders::waits_for`).
+    fn urgent_blocked(&self, decoders: &Arc<Decoders>, running: u32) -> bool {
         self.jobs.iter().any(|job| {
-            job.urgency.is_urgent()
-                && !job.reply.is_closed()
-                && (self.idle_threads == 0 || Arc::ptr_eq(&job.decoders, decoders))
+            if !job.urgency.is_urgent() || job.reply.is_closed() {
+                return false;
+            }
+            let can_start = job.decoders.can_take(job.position, &job.urgency);
+            let needs_the_thread = can_start && self.all_threads_busy();
+            let needs_the_decoder =
+                || !can_start && Arc::ptr_eq(&job.decoders, decoders) && decoders.waits_for(job.position, running);
+            needs_the_thread || needs_the_decoder()
         })
     }
 }
@@ -153,11 +176,23 @@ impl DecodePool {
     /// Starts `threads` decode threads.
     pub fn start(threads: usize) -> std::io::Result<Self> {
         let shared = Arc::new(Shared::default());
-        for n in 0..threads.max(1) {
+        let threads = threads.max(1);
+        shared.lock().threads = threads;
+        for n in 0..threads {
             let shared = shared.clone();
             std::thread::Builder::new().name(format!("decode-{n}")).spawn(move || work(&shared))?;
         }
         Ok(Self { shared })
+    }
+
+    /// Whether a decode thread is without a job and every job running or
+    /// queued is of the video of `decoders`: the process has cores to spare
+    /// for it alone.
+    pub fn spare_for(&self, decoders: &Arc<Decoders>) -> bool {
+        let queue = self.shared.lock();
+        !queue.all_threads_busy()
+            && queue.running <= decoders.working()
+            && queue.jobs.iter().all(|job| Arc::ptr_eq(&job.decoders, decoders))
     }
 
     /// Decodes the sample at `position` of the video of `decoders` from
@@ -216,9 +251,7 @@ fn work(shared: &Shared) {
                 if let Some(taken) = queue.take() {
                     break taken;
                 }
-                queue.idle_threads += 1;
                 queue = shared.changed.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
-                queue.idle_threads -= 1;
             }
         };
         run(shared, job, checkout);
@@ -243,17 +276,19 @@ fn run(shared: &Shared, mut job: Job, checkout: Checkout) {
         },
     };
     let started = std::time::Instant::now();
-    let sliced = std::cell::Cell::new(false);
+    // Set when the job stops for other work (it goes back in the queue).
+    let paused = std::cell::Cell::new(false);
     let decoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let before = (player.pictures_decoded(), player.pictures_skipped(), player.seeks());
         let by_client = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
         let yields = || {
-            if !job.urgency.is_urgent() {
-                return shared.lock().urgent_blocked(&decoders);
-            }
-            let turn_over = started.elapsed() >= SLICE && shared.lock().other_video_waiting(&decoders);
-            sliced.set(turn_over);
-            turn_over
+            let yields = if job.urgency.is_urgent() {
+                started.elapsed() >= SLICE && shared.lock().other_video_waiting(&decoders)
+            } else {
+                shared.lock().urgent_blocked(&decoders, job.position)
+            };
+            paused.set(yields);
+            yields
         };
         let cancelled = || by_client() || yields();
         let result = if job.alone {
@@ -265,23 +300,31 @@ fn run(shared: &Shared, mut job: Job, checkout: Checkout) {
             decoded: player.pictures_decoded() - before.0,
             skipped: player.pictures_skipped() - before.1,
             seeked: player.seeks() > before.2,
+            busy: started.elapsed(),
         });
-        if matches!(result, Err(DecodeError::Cancelled)) && !by_client() && !sliced.get() {
-            metrics::counter!(PREFETCH_YIELDS).increment(1);
-        }
         (result, work)
     }));
     match decoded {
-        Ok((Err(DecodeError::Cancelled), work)) if sliced.get() => {
-            // Its time slice is over: back in the queue, behind the waiting request.
+        Ok((Err(DecodeError::Cancelled), work)) if paused.get() => {
+            // Its time slice is over, or work ahead of need gives way to a
+            // request: back in the queue, behind the waiting request. Its
+            // decoder stays positioned, and the frames it decoded are not
+            // thrown away (the next job on that decoder would run past them).
             decoders.check_in(job.position, player, true);
-            metrics::counter!(DECODE_SLICES).increment(1);
+            let counter = if job.urgency.is_urgent() { DECODE_SLICES } else { PREFETCH_YIELDS };
+            metrics::counter!(counter).increment(1);
             job.spent = work;
             shared.lock().jobs.push_back(job);
         }
         Ok((result, work)) => {
             decoders.check_in(job.position, player, false);
-            tracing::debug!(position = job.position, decoded = work.decoded, seeked = work.seeked, "decoded");
+            tracing::debug!(
+                position = job.position,
+                decoded = work.decoded,
+                seeked = work.seeked,
+                urgent = job.urgency.is_urgent(),
+                "decoded"
+            );
             decoders.report(work);
             let _ = job.reply.send(result);
         }
@@ -414,7 +457,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn running_work_ahead_stops_for_a_request_that_waits_for_its_decoder() {
+    async fn running_work_ahead_gives_way_to_a_request_that_waits_for_its_decoder_and_finishes_after() {
         let Some(video) = testkit::fixtures::shared().unwrap().into_iter().find(|f| f.name == "bbb1080-frag.mp4")
         else {
             eprintln!("note: needs ../shared/media (a 1080p GOP decode is long enough to interrupt)");
@@ -430,13 +473,43 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let requested = pool.picture(&decoders, (0, true), span.clone(), None, Urgency::requested());
-        assert!(matches!(prefetch.await, Err(DecodeError::Cancelled)), "the prefetch yields the decoder");
-        let picture = requested.await.expect("the request is served");
-        assert_eq!(picture.pts(), Some(index.sample(0).pts));
-        // The interrupted frame can still be decoded afterwards.
-        let again =
-            pool.picture(&decoders, (gop_end, true), span, None, Urgency::ahead()).await.expect("decodes later");
+        let order = finishing_order(vec![("prefetch", prefetch), ("requested", requested)]).await;
+        // The prefetch gave way at a sample boundary, then went back in the queue and was finished after.
+        assert_eq!(order, vec![("requested", true), ("prefetch", true)]);
+        assert!(pool.shared.lock().jobs.is_empty(), "nothing is left queued");
+        let again = pool.picture(&decoders, (gop_end, true), span, None, Urgency::ahead()).await.unwrap();
         assert_eq!(again.pts(), Some(index.sample(gop_end).pts));
+    }
+
+    #[tokio::test]
+    async fn work_ahead_in_the_next_gop_starts_beside_a_busy_run_on_an_idle_thread() {
+        let Some(video) = testkit::fixtures::shared().unwrap().into_iter().find(|f| f.name == "bbb1080-frag.mp4")
+        else {
+            eprintln!("note: needs ../shared/media (a 1080p GOP decode is long enough to overlap)");
+            return;
+        };
+        let pool = DecodePool::start(2).unwrap();
+        let (decoders, index, span) = open(&video.path, 2);
+        let next_irap = (1..index.samples.len()).find(|&at| index.samples[at].keyframe).unwrap() as u32;
+        let gop_end = pool.picture(&decoders, (next_irap - 1, true), span.clone(), None, Urgency::requested());
+        while !pool.shared.lock().jobs.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The next GOP's IRAP: near the busy run (it would get there), so it
+        // would wait for it, but the other thread has nothing else to do.
+        let next_gop = pool.picture(&decoders, (next_irap, true), span, None, Urgency::ahead());
+        let mut side_by_side = false;
+        for _ in 0..2000 {
+            side_by_side |= decoders.working() == 2;
+            if side_by_side || pool.shared.lock().running == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (end, start) = tokio::join!(gop_end, next_gop);
+        assert_eq!(end.unwrap().pts(), Some(index.sample(next_irap - 1).pts));
+        assert_eq!(start.unwrap().pts(), Some(index.sample(next_irap).pts));
+        assert!(side_by_side, "the next GOP waited for the run of the one before");
     }
 
     #[tokio::test]

@@ -1,11 +1,16 @@
 //! One video's decoders: up to a per-video limit of positioned players, so
 //! viewers of a busy video decode side by side instead of queueing behind
-//! one decoder. A job is given the player already positioned before its
-//! frame (same run of the stream, or the picture kept), else the least
-//! recently used one, else a new one while under the limit. A job in the
-//! group of pictures a busy decoder is working in, at most a little ahead
-//! of its frame, waits for that decoder instead (a second decoder would
-//! decode the same pictures again). Players share
+//! one decoder. A job is given the positioned player with the least left to
+//! decode before its frame (same run of the stream, or the picture kept),
+//! else one another player has overtaken in its own run, else the least
+//! recently used one (a request) or a new one while under the limit. A job
+//! in the group of pictures a busy decoder is working in, at most a little
+//! ahead of its frame (work ahead of need: anywhere after it), waits for
+//! that decoder instead (a second decoder would decode the same pictures
+//! again), unless it starts the next group of pictures and a thread has
+//! nothing else to do (`can_start_beside`: a lone reader's next GOP decodes
+//! on another core). Work ahead of need does not run a player on into a
+//! group whose leading pictures it would drop (open GOP). Players share
 //! nothing mutable; each belongs to one job at a time. Idle players are
 //! dropped after a short time (`release_idle`), so an open video nobody
 //! watches holds no decoder memory; the next job makes a new one.
@@ -19,6 +24,7 @@
 //! be made, the video reports itself broken and is reopened.
 
 use crate::memory_budget::{Holder, MemoryBudget, Reservation};
+use crate::urgency::Urgency;
 use media::{Player, VideoIndex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +39,8 @@ pub struct Work {
     pub skipped: u64,
     /// Whether the job restarted decoding at a decode start (a seek).
     pub seeked: bool,
+    /// Time on a decode thread.
+    pub busy: Duration,
 }
 
 impl Work {
@@ -42,6 +50,7 @@ impl Work {
             decoded: self.decoded + more.decoded,
             skipped: self.skipped + more.skipped,
             seeked: self.seeked || more.seeked,
+            busy: self.busy + more.busy,
         }
     }
 }
@@ -149,22 +158,68 @@ impl Decoders {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether a job for decode position `target` could start now.
-    pub fn can_take(&self, target: u32) -> bool {
+    /// Whether a job for decode position `target` could start now: a player
+    /// is free and no busy one is about to reach it. Work ahead of need also
+    /// waits for a busy run that has reached its decode start, however far
+    /// it has to go on (a prefetch of a GOP's later frames must not seek a
+    /// second decoder into the GOP the first is decoding).
+    pub fn can_take(&self, target: u32, urgency: &Urgency) -> bool {
         let state = self.lock();
-        let free = !state.idle.is_empty() || state.working.len() < self.limit;
-        free && !self.near_busy(&state, target)
+        let Some(start) = self.decode_start(target) else { return Self::free(&state, self.limit) };
+        let waits = |working: &Working| {
+            if urgency.is_urgent() {
+                Self::near(working, start, target)
+            } else {
+                Self::reaches(working, start, target)
+            }
+        };
+        Self::free(&state, self.limit) && !state.working.iter().any(waits)
     }
 
-    /// Whether a busy player's run, which started at or before `target`'s
-    /// decode start, is working towards a frame shortly before `target` or
-    /// past it: when it is back it is positioned for `target`, or holds its picture.
-    fn near_busy(&self, state: &State, target: u32) -> bool {
+    /// Whether a job for `target`, which `can_take` makes wait for a busy
+    /// player, could instead start a run of its own beside it: a player is
+    /// free and `target` decodes from an IRAP that no busy player's frame
+    /// has reached. A busy run would reach it only by going on into the
+    /// next group of pictures; a second decoder starting there costs the
+    /// IRAP again but decodes that group on another core at the same time
+    /// (a lone reader's next GOP). The pool offers this only to a thread
+    /// that has nothing else to do.
+    pub fn can_start_beside(&self, target: u32) -> bool {
+        let state = self.lock();
         let Some(start) = self.decode_start(target) else { return false };
-        state
-            .working
-            .iter()
-            .any(|working| working.run_start <= start && target <= working.target.saturating_add(NEAR_SAMPLES))
+        Self::free(&state, self.limit) && state.working.iter().all(|working| working.target < start)
+    }
+
+    /// Whether a job for `target` that cannot start now waits for the player
+    /// of the busy job for `mine`: no other busy run reaches it, and `mine`'s
+    /// run does not come to it after its own frame (giving way would then
+    /// only throw away the frame before it).
+    pub fn waits_for(&self, target: u32, mine: u32) -> bool {
+        let state = self.lock();
+        let Some(start) = self.decode_start(target) else { return false };
+        let others_reach =
+            state.working.iter().any(|working| working.target != mine && Self::reaches(working, start, target));
+        let mine_comes_to_it =
+            state.working.iter().any(|working| working.target == mine && working.run_start <= start && mine < target);
+        !others_reach && !mine_comes_to_it
+    }
+
+    fn free(state: &State, limit: usize) -> bool {
+        !state.idle.is_empty() || state.working.len() < limit
+    }
+
+    /// Whether `working`'s run, which started at or before `target`'s
+    /// decode start `start`, is working towards a frame shortly before
+    /// `target` or past it: when it is back it is positioned for `target`,
+    /// or holds its picture.
+    fn near(working: &Working, start: u32, target: u32) -> bool {
+        working.run_start <= start && target <= working.target.saturating_add(NEAR_SAMPLES)
+    }
+
+    /// Whether `working`'s run comes to `target` (decoded from `start`): it
+    /// is near, or has passed `start` in the same run, however far it has to go on.
+    fn reaches(working: &Working, start: u32, target: u32) -> bool {
+        Self::near(working, start, target) || (working.run_start <= start && start <= working.target)
     }
 
     /// Where a seek to decode position `target` starts (`None` past the index).
@@ -175,18 +230,37 @@ impl Decoders {
     /// Takes the best player for decode position `target` (see the module
     /// header), or a slot to make one with its memory reserved; `Ok(None)`
     /// when all are out, `NoMemory` when a new one would not fit now.
-    pub fn check_out(&self, target: u32) -> Result<Option<Checkout>, NoMemory> {
+    pub fn check_out(&self, target: u32, urgency: &Urgency) -> Result<Option<Checkout>, NoMemory> {
         let mut state = self.lock();
         let seek_start = self.decode_start(target).unwrap_or(target);
-        let positioned = state.idle.iter().position(|idle| idle.player.continues_to(&self.index, target));
-        let least_recent =
-            state.idle.iter().enumerate().min_by_key(|(_, idle)| (idle.resumes, idle.last_used)).map(|(at, _)| at);
-        let (checkout, run_start, memory) = if let Some(at) = positioned.or(least_recent) {
+        // Of the players positioned for it, the one with the least left to decode.
+        let positioned = (state.idle.iter().enumerate())
+            .filter_map(|(at, idle)| Some((at, idle.player.samples_to(&self.index, target)?, &idle.player)))
+            .filter(|&(_, _, player)| urgency.is_urgent() || !self.runs_over_leading_pictures(player, target))
+            .min_by_key(|&(_, left, _)| left)
+            .map(|(at, _, _)| at);
+        let least_recent = |overtaken_only: bool| {
+            (state.idle.iter().enumerate())
+                .filter(|(_, idle)| !overtaken_only || Self::overtaken(&state, &idle.player))
+                .min_by_key(|(_, idle)| (idle.resumes, idle.last_used))
+                .map(|(at, _)| at)
+        };
+        // To seek: a player another one is ahead of in its own run first (a
+        // sequential reader's decoder left behind at the end of the last
+        // GOP, not the one its next frames need). A request may then take
+        // the least recently used one. Work ahead of need does not move a
+        // player from the front of its run while another one works (that
+        // one comes back overtaken soon): it makes a new one, or waits.
+        let players = state.idle.len() + state.working.len();
+        let may_move_a_front = urgency.is_urgent() || (players >= self.limit && state.working.is_empty());
+        let reuse =
+            positioned.or_else(|| least_recent(true)).or_else(|| least_recent(false).filter(|_| may_move_a_front));
+        let (checkout, run_start, memory) = if let Some(at) = reuse {
             let idle = state.idle.swap_remove(at);
             let run_start =
                 if positioned.is_some() { idle.player.run_start().unwrap_or(seek_start) } else { seek_start };
             (Checkout::Ready(idle.player), run_start, idle.memory)
-        } else if state.working.len() < self.limit {
+        } else if players < self.limit {
             // Reserving may drop idle players, of this video too: not under its lock.
             drop(state);
             let memory = self.memory.reserve(Holder::Decoders, self.player_bytes).ok_or(NoMemory)?;
@@ -197,6 +271,34 @@ impl Decoders {
         };
         state.working.push(Working { run_start, target, memory });
         Ok(Some(checkout))
+    }
+
+    /// Whether `player` would reach `target` only by running on from an
+    /// earlier group of pictures into one that starts with leading pictures
+    /// decoded from the group before (RASL, open GOP): it would output them
+    /// on the way and drop them before a reader asks for them. Work ahead of
+    /// need does not do that (it starts beside at the IRAP instead); the
+    /// player stays positioned for the requests of those pictures.
+    fn runs_over_leading_pictures(&self, player: &Player, target: u32) -> bool {
+        let Some(start) = self.decode_start(target) else { return false };
+        if player.holds(&self.index, target) {
+            return false;
+        }
+        let after_irap = self.index.samples.get(start as usize + 1);
+        player.run_start().is_some_and(|run| run < start) && after_irap.is_some_and(|next| next.decode_from < start)
+    }
+
+    /// Whether another player's run has passed where `player`'s run is (so
+    /// it can serve what `player` could, with less left to decode): a
+    /// player with no run counts as overtaken.
+    fn overtaken(state: &State, player: &Player) -> bool {
+        let Some(next) = player.next_to_feed() else { return true };
+        let busy_past = state.working.iter().any(|working| working.run_start <= next && next <= working.target);
+        let idle_past = state.idle.iter().any(|other| {
+            other.player.run_start().is_some_and(|start| start <= next)
+                && other.player.next_to_feed().is_some_and(|other_next| other_next > next)
+        });
+        busy_past || idle_past
     }
 
     /// A new player for a `MakeNew` slot; a failure marks the video broken.
@@ -251,6 +353,11 @@ impl Decoders {
             crate::allocator::return_freed_memory();
         }
         dropped
+    }
+
+    /// Players out with a job.
+    pub fn working(&self) -> usize {
+        self.lock().working.len()
     }
 
     /// Players in existence (idle or out with a job).

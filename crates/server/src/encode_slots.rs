@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 pub struct EncodeSlots {
     state: Arc<Mutex<State>>,
+    slots: usize,
 }
 
 struct State {
@@ -24,7 +25,13 @@ pub struct Slot {
 
 impl EncodeSlots {
     pub fn new(slots: usize) -> Self {
-        Self { state: Arc::new(Mutex::new(State { free: slots.max(1), waiting: VecDeque::new() })) }
+        let slots = slots.max(1);
+        Self { state: Arc::new(Mutex::new(State { free: slots, waiting: VecDeque::new() })), slots }
+    }
+
+    /// Encodes that may run at once.
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
     /// Waits for a slot; urgent waiters are served before the others, each

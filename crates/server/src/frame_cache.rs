@@ -39,13 +39,36 @@ impl Weighter<FrameKey, Image> for ImageBytes {
 
 pub struct FrameCache {
     cache: Cache<FrameKey, Image, ImageBytes>,
+    capacity_bytes: u64,
 }
 
 impl FrameCache {
     pub fn new(capacity_bytes: u64) -> Self {
-        // ~100 KB per JPEG is a fair guess for sizing the index; the weight bound is what counts.
-        let estimated_items = (capacity_bytes / 100_000).clamp(16, 1_000_000) as usize;
-        Self { cache: Cache::with_weighter(estimated_items, capacity_bytes.max(1), ImageBytes) }
+        let options = quick_cache::OptionsBuilder::new()
+            // ~100 KB per JPEG is a fair guess for sizing the index; the weight bound is what counts.
+            .estimated_items_capacity((capacity_bytes / 100_000).clamp(16, 1_000_000) as usize)
+            .weight_capacity(capacity_bytes.max(1))
+            // A frame made ahead of a reader is read once, seconds later: it
+            // waits in the cache's probation ("cold") part, by default 3 % of
+            // each shard (with a shard per 4 cores' worth, less than one
+            // 1080p JPEG), where the next insertion into a full cache evicted
+            // it before it was read. Half the cache and a few large shards
+            // keep a GOP made ahead (`channel.rs`) until playback gets there.
+            .hot_allocation(0.5)
+            .shards(4)
+            .build()
+            .expect("valid frame cache options");
+        let cache = Cache::with_options(options, ImageBytes, Default::default(), Default::default());
+        Self { cache, capacity_bytes }
+    }
+
+    /// The most bytes it holds.
+    pub fn capacity(&self) -> u64 {
+        self.capacity_bytes
+    }
+
+    pub fn contains(&self, key: &FrameKey) -> bool {
+        self.cache.contains_key(key)
     }
 
     /// Bytes held now (images and their keys).

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod channel;
 pub mod channels;
 pub mod config;
+pub mod costs;
 pub mod decode_pool;
 pub mod decoders;
 pub mod drain;

@@ -64,7 +64,10 @@ fn describe() {
     metrics::describe_counter!(STORAGE_REQUESTS, "Range and metadata requests sent to storage");
     metrics::describe_counter!(STORAGE_READ_BYTES, "Bytes read from storage");
     metrics::describe_counter!(FRAMES_SERVED, "Frames sent to clients");
-    metrics::describe_counter!(PREFETCH_YIELDS, "Prefetch decodes stopped so a requested frame could go first");
+    metrics::describe_counter!(
+        PREFETCH_YIELDS,
+        "Prefetch decodes paused (and queued again) so a requested frame could go first"
+    );
     metrics::describe_counter!(DECODER_PANICS, "Decoder panics caught (the job failed, the decoder was rebuilt)");
     metrics::describe_counter!(FRAME_ERRORS, "Frame requests answered with an error, by reason");
     metrics::describe_counter!(FRAMES_DECODED, "Pictures produced by the decoders");

@@ -268,7 +268,7 @@ async fn frame(
     if matches_etag(&headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, caching).into_response());
     }
-    let image = channel.image(position, output, None, None).await?;
+    let image = channel.image(position, output, Default::default(), None).await?;
     Ok(([(header::CONTENT_TYPE, output.format.media_type())], caching, image.bytes).into_response())
 }
 

@@ -8,7 +8,7 @@
 //! Frames already taken by the worker are on a decoder: they finish (their
 //! JPEGs go to the cache) and are answered normally.
 
-use crate::channel::{Channel, FrameFailure};
+use crate::channel::{Channel, FrameFailure, Wanted};
 use crate::protocol::FrameRequest;
 use media::output::Output;
 use std::collections::VecDeque;
@@ -41,8 +41,8 @@ pub struct Job {
     pub target: Result<(Arc<Channel>, u32), FrameFailure>,
     /// What the frame is encoded as (the request's `output`, checked).
     pub output: Output,
-    /// Furthest decode position this frame's request wants in the same GOP.
-    pub read_ahead_to: Option<u32>,
+    /// What else this frame's request wants of the same video.
+    pub wanted: Wanted,
     /// The mode of the request the frame came with.
     pub mode: Mode,
     /// Set when a newer `latest` request replaces this frame while it decodes.
@@ -120,7 +120,7 @@ mod tests {
                 },
                 target: Err(FrameFailure::new(Failure::NoVideo, "test")),
                 output: Output::jpeg(80),
-                read_ahead_to: None,
+                wanted: Wanted::default(),
                 mode: Mode::Fifo,
                 cancel: Default::default(),
             })

@@ -23,7 +23,7 @@
 //! the frames it was asked for and closes with 1012.
 
 use crate::auth::Grant;
-use crate::channel::{Channel, Failure, FrameFailure};
+use crate::channel::{Channel, Failure, FrameFailure, Wanted};
 use crate::frame_cache::Image;
 use crate::metrics::{FRAMES_SERVED, FRAME_ERRORS, SESSIONS, SESSIONS_CLOSED};
 use crate::protocol::{parse, ChunkRejection, ChunkSpec, Command, FrameRequest, Reply, VideoSummary};
@@ -614,18 +614,27 @@ fn jobs_for(
         .collect();
     let gop_of = |channel: &Channel, position: u32| (channel.id, channel.index.sample(position).irap);
     let mut furthest: HashMap<(u64, u32), u32> = HashMap::new();
+    // Per video: how many frames it asks for, and the last one.
+    let mut last_frames: HashMap<u64, (usize, u32)> = HashMap::new();
     for (channel, position) in targets.iter().flatten() {
         let far = furthest.entry(gop_of(channel, *position)).or_insert(*position);
         *far = (*far).max(*position);
+        let shown = channel.index.sample(*position).presentation;
+        let (count, last) = last_frames.entry(channel.id).or_insert((0, shown));
+        *count += 1;
+        *last = (*last).max(shown);
     }
     frames
         .into_iter()
         .zip(targets)
         .zip(outputs)
         .map(|((frame, target), output)| {
-            let read_ahead_to = target.as_ref().ok().map(|(channel, position)| furthest[&gop_of(channel, *position)]);
+            let wanted = target.as_ref().ok().map_or_else(Wanted::default, |(channel, position)| Wanted {
+                read_ahead_to: Some(furthest[&gop_of(channel, *position)]),
+                last_frame: Some(last_frames[&channel.id]).filter(|(count, _)| *count > 1).map(|(_, last)| last),
+            });
             let output = output.unwrap_or(Output::jpeg(jpeg_quality));
-            Job { frame, target, output, read_ahead_to, mode, cancel: Arc::default() }
+            Job { frame, target, output, wanted, mode, cancel: Arc::default() }
         })
         .collect()
 }
@@ -697,7 +706,7 @@ impl Drop for Production {
 async fn serve(job: Job) -> Result<Image, FrameFailure> {
     let cancel = (job.mode == Mode::Latest).then_some(job.cancel);
     let (channel, position) = job.target?;
-    channel.image(position, job.output, job.read_ahead_to, cancel).await
+    channel.image(position, job.output, job.wanted, cancel).await
 }
 
 /// Queues a frame's answer once the session's outgoing budget has room for

@@ -1,0 +1,77 @@
+//! What decoding a picture and encoding a frame of one video have cost
+//! lately (moving averages), to tell whether a lone reader's playback is
+//! held back by decoding, which a second decoder on the next group of
+//! pictures speeds up, or by encoding, where a second decoder would only
+//! take cores from the encoder (`channel.rs`, `prefetch_next_gop`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A moving average of seconds, kept as the bits of an `f64` (0: nothing measured yet).
+#[derive(Default)]
+struct Average(AtomicU64);
+
+impl Average {
+    /// Weight of the newest measurement.
+    const NEWEST: f64 = 0.2;
+
+    fn record(&self, seconds: f64) {
+        let old = self.get();
+        let new = if old == 0.0 { seconds } else { old + (seconds - old) * Self::NEWEST };
+        // A lost race loses one sample of an average: no need for a loop.
+        self.0.store(new.to_bits(), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+#[derive(Default)]
+pub struct Costs {
+    decode_per_picture: Average,
+    encode_per_frame: Average,
+}
+
+impl Costs {
+    /// A decode job took `busy` for `pictures` pictures.
+    pub fn decoded(&self, pictures: u64, busy: Duration) {
+        if pictures > 0 {
+            self.decode_per_picture.record(busy.as_secs_f64() / pictures as f64);
+        }
+    }
+
+    /// Encoding one frame took `busy`.
+    pub fn encoded(&self, busy: Duration) {
+        self.encode_per_frame.record(busy.as_secs_f64());
+    }
+
+    /// Whether one decoder's pictures come slower than `encoders` encoding
+    /// at once turn them into frames (false until both were measured).
+    pub fn decoding_holds_back(&self, encoders: usize) -> bool {
+        let (decode, encode) = (self.decode_per_picture.get(), self.encode_per_frame.get());
+        decode > 0.0 && encode > 0.0 && decode * encoders as f64 > encode
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_which_side_holds_playback_back() {
+        let costs = Costs::default();
+        assert!(!costs.decoding_holds_back(1), "nothing measured yet");
+        costs.decoded(10, Duration::from_millis(600)); // 60 ms a picture (4K)
+        costs.encoded(Duration::from_millis(32));
+        assert!(costs.decoding_holds_back(1));
+        for _ in 0..30 {
+            costs.decoded(10, Duration::from_millis(80)); // 8 ms a picture (1080p)
+            costs.encoded(Duration::from_millis(10));
+        }
+        assert!(!costs.decoding_holds_back(1), "encoding is the slower side now");
+        assert!(costs.decoding_holds_back(2), "unless two encoders share the frames");
+        costs.decoded(0, Duration::from_secs(1)); // a job that decoded nothing changes nothing
+        assert!(!costs.decoding_holds_back(1));
+    }
+}
