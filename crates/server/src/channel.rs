@@ -142,7 +142,8 @@ pub struct Channel {
     bytes: GopBytes,
     /// Frames being prefetched, raised to urgent when a request joins one.
     prefetching: Mutex<HashMap<FrameKey, Urgency>>,
-    /// Presentation number of the last frame asked for, to detect playback.
+    /// Presentation number of the last frame asked for, and how many
+    /// requests in a row each asked for the frame after the one before (playback).
     last_requested: Mutex<Option<(u32, u32)>>,
     /// When a frame was last asked for (or the channel opened), for the idle timeout.
     last_used: Mutex<std::time::Instant>,
