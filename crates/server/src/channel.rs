@@ -16,7 +16,7 @@
 use crate::config::ThreadingPolicy;
 use crate::costs::Costs;
 use crate::decode_pool::DecodePool;
-use crate::decoders::{Decoders, NoMemory, PlayerMemory};
+use crate::decoders::{Decoders, NoMemory, PlayerMemory, Work};
 use crate::encode_slots::EncodeSlots;
 pub use crate::failure::{Failure, FrameFailure};
 use crate::frame_cache::{FrameCache, FrameKey, Image};
@@ -208,18 +208,23 @@ impl Channel {
         let label = crate::metrics::video_label(&text);
         metrics::counter!(VIDEO_OPENS, "video" => label.clone()).increment(1);
         let decoded_here = metrics::counter!(VIDEO_FRAMES_DECODED, "video" => label);
-        let costs = Arc::new(Costs::default());
+        let costs = Arc::new(Costs::new(index.width, index.height));
         let decode_costs = costs.clone();
-        let decoders =
-            Decoders::new(index.clone(), (player, player_memory), shared.decoders_per_video, make, move |work| {
-                decode_costs.decoded(work.decoded, work.busy);
-                metrics::counter!(FRAMES_DECODED).increment(work.decoded);
-                metrics::counter!(PICTURES_SKIPPED).increment(work.skipped);
-                if work.seeked {
-                    metrics::histogram!(SEEK_PICTURES).record(work.decoded as f64);
-                }
-                decoded_here.increment(work.decoded);
-            });
+        let on_work = move |work: Work| {
+            decode_costs.decoded(work.decoded, work.busy);
+            metrics::counter!(FRAMES_DECODED).increment(work.decoded);
+            metrics::counter!(PICTURES_SKIPPED).increment(work.skipped);
+            if work.seeked {
+                metrics::histogram!(SEEK_PICTURES).record(work.decoded as f64);
+            }
+            decoded_here.increment(work.decoded);
+        };
+        let side_by_side_pays = {
+            let (costs, encoders) = (costs.clone(), shared.encode_slots.slots());
+            move || costs.decoding_holds_back(encoders)
+        };
+        let limit = shared.decoders_per_video;
+        let decoders = Decoders::new(index.clone(), (player, player_memory), limit, make, on_work, side_by_side_pays);
         Ok(Self {
             id,
             url: storage.url_of(&path),

@@ -370,7 +370,7 @@ mod tests {
             move || Player::new(&index, Threading::Single, 24 << 20)
         };
         let first = (make().unwrap(), player_memory(budget));
-        (Arc::new(Decoders::new(index.clone(), first, limit, make, |_| {})), index, span)
+        (Arc::new(Decoders::new(index.clone(), first, limit, make, |_| {}, || true)), index, span)
     }
 
     const PLAYER_BYTES: u64 = 1000;
@@ -525,11 +525,18 @@ mod tests {
         let counted = {
             let seeks = seeks.clone();
             let first = (make().unwrap(), player_memory(&plenty_of_memory()));
-            Arc::new(Decoders::new(index.clone(), first, 2, make, move |work: Work| {
-                if work.seeked {
-                    seeks.fetch_add(1, Ordering::Relaxed);
-                }
-            }))
+            Arc::new(Decoders::new(
+                index.clone(),
+                first,
+                2,
+                make,
+                move |work: Work| {
+                    if work.seeked {
+                        seeks.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                || false,
+            ))
         };
         let irap = |n: usize| index.samples.iter().enumerate().filter(|(_, s)| s.keyframe).nth(n).unwrap().0 as u32;
         // Two long jobs at once (the ends of two GOPs apart): two decoders, side by side.

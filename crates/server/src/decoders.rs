@@ -70,6 +70,9 @@ pub struct Decoders {
     /// What each player reserves.
     player_bytes: u64,
     on_work: Box<OnWork>,
+    /// Whether decoding the next group of pictures beside a busy run pays
+    /// (`Costs::decoding_holds_back`).
+    side_by_side_pays: Box<dyn Fn() -> bool + Send + Sync>,
     limit: usize,
     state: Mutex<State>,
     broken: AtomicBool,
@@ -139,6 +142,7 @@ impl Decoders {
         limit: usize,
         make: impl Fn() -> anyhow::Result<Player> + Send + Sync + 'static,
         on_work: impl Fn(Work) + Send + Sync + 'static,
+        side_by_side_pays: impl Fn() -> bool + Send + Sync + 'static,
     ) -> Self {
         let first = Idle { player: first, last_used: Instant::now(), memory: memory.first, resumes: false };
         let state = State { idle: vec![first], ..State::default() };
@@ -148,6 +152,7 @@ impl Decoders {
             memory: memory.budget,
             player_bytes: memory.bytes,
             on_work: Box::new(on_work),
+            side_by_side_pays: Box::new(side_by_side_pays),
             limit: limit.max(1),
             state: Mutex::new(state),
             broken: AtomicBool::new(false),
@@ -182,9 +187,14 @@ impl Decoders {
     /// has reached. A busy run would reach it only by going on into the
     /// next group of pictures; a second decoder starting there costs the
     /// IRAP again but decodes that group on another core at the same time
-    /// (a lone reader's next GOP). The pool offers this only to a thread
-    /// that has nothing else to do.
+    /// (a lone reader's next GOP, a batch's later GOPs) when decoding is
+    /// what holds the reader back (`side_by_side_pays`); elsewhere it
+    /// would only decode the IRAPs, and an open GOP's leading pictures,
+    /// twice. The pool offers this only to a thread that has nothing else to do.
     pub fn can_start_beside(&self, target: u32) -> bool {
+        if !(self.side_by_side_pays)() {
+            return false;
+        }
         let state = self.lock();
         let Some(start) = self.decode_start(target) else { return false };
         Self::free(&state, self.limit) && state.working.iter().all(|working| working.target < start)
@@ -275,17 +285,21 @@ impl Decoders {
 
     /// Whether `player` would reach `target` only by running on from an
     /// earlier group of pictures into one that starts with leading pictures
-    /// decoded from the group before (RASL, open GOP): it would output them
-    /// on the way and drop them before a reader asks for them. Work ahead of
-    /// need does not do that (it starts beside at the IRAP instead); the
-    /// player stays positioned for the requests of those pictures.
+    /// decoded from the group before (RASL, open GOP) that it has not fed
+    /// yet: it would output them on the way and drop them before a reader
+    /// asks for them. Work ahead of need does not do that (it starts beside
+    /// at the IRAP instead); the player stays positioned for the requests of
+    /// those pictures. A player already past them is simply positioned.
     fn runs_over_leading_pictures(&self, player: &Player, target: u32) -> bool {
         let Some(start) = self.decode_start(target) else { return false };
         if player.holds(&self.index, target) {
             return false;
         }
-        let after_irap = self.index.samples.get(start as usize + 1);
-        player.run_start().is_some_and(|run| run < start) && after_irap.is_some_and(|next| next.decode_from < start)
+        let leading =
+            (start + 1..).take_while(|&at| self.index.samples.get(at as usize).is_some_and(|s| s.decode_from < start));
+        let Some(last_leading) = leading.last() else { return false };
+        player.run_start().is_some_and(|run| run < start)
+            && player.next_to_feed().is_some_and(|next| next <= last_leading)
     }
 
     /// Whether another player's run has passed where `player`'s run is (so
