@@ -517,27 +517,7 @@ mod tests {
         let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
         let pool = DecodePool::start(2).unwrap();
         let (_, index, span) = open(&video.path, 2);
-        let seeks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let make = {
-            let index = index.clone();
-            move || Player::new(&index, Threading::Single, 24 << 20)
-        };
-        let counted = {
-            let seeks = seeks.clone();
-            let first = (make().unwrap(), player_memory(&plenty_of_memory()));
-            Arc::new(Decoders::new(
-                index.clone(),
-                first,
-                2,
-                make,
-                move |work: Work| {
-                    if work.seeked {
-                        seeks.fetch_add(1, Ordering::Relaxed);
-                    }
-                },
-                || false,
-            ))
-        };
+        let (counted, seeks) = counting_seeks(&index);
         let irap = |n: usize| index.samples.iter().enumerate().filter(|(_, s)| s.keyframe).nth(n).unwrap().0 as u32;
         // Two long jobs at once (the ends of two GOPs apart): two decoders, side by side.
         let (end_a, end_b) = (irap(1) - 1, irap(3) - 1);
@@ -561,6 +541,52 @@ mod tests {
         assert_eq!(counted.count(), 0);
         pool.picture(&counted, (end_a, true), span, None, Urgency::requested()).await.unwrap();
         assert_eq!(counted.count(), 1);
+    }
+
+    /// Decoders of `index` (up to 2, GOPs not started side by side) and the
+    /// number of seeks their jobs made.
+    fn counting_seeks(index: &Arc<VideoIndex>) -> (Arc<Decoders>, Arc<std::sync::atomic::AtomicUsize>) {
+        let seeks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let make = {
+            let index = index.clone();
+            move || Player::new(&index, Threading::Single, 24 << 20)
+        };
+        let counted = seeks.clone();
+        let on_work = move |work: Work| {
+            if work.seeked {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let first = (make().unwrap(), player_memory(&plenty_of_memory()));
+        (Arc::new(Decoders::new(index.clone(), first, 2, make, on_work, || false)), seeks)
+    }
+
+    #[tokio::test]
+    async fn work_ahead_runs_no_player_over_leading_pictures_it_has_not_fed_and_uses_one_past_them() {
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let pool = DecodePool::start(2).unwrap();
+        let (_, index, span) = open(&video.path, 2);
+        let irap = (1..index.samples.len()).find(|&at| index.samples[at].keyframe).unwrap() as u32;
+        let leading = (irap + 1..).take_while(|&at| index.sample(at).decode_from < irap);
+        let last_leading = leading.last().expect("an open GOP: the IRAP has leading pictures");
+        let after_them = last_leading + 2;
+        let ahead = |decoders: &Arc<Decoders>| {
+            pool.picture(decoders, (after_them, false), span.clone(), None, Urgency::ahead())
+        };
+
+        // A player before the IRAP would output the leading pictures on its way and drop them:
+        // the work ahead seeks another decoder to the IRAP instead.
+        let (before, seeks) = counting_seeks(&index);
+        pool.picture(&before, (irap / 2, false), span.clone(), None, Urgency::requested()).await.unwrap();
+        ahead(&before).await.unwrap();
+        assert_eq!((seeks.load(Ordering::Relaxed), before.count()), (2, 2));
+
+        // A player that has fed them (a reader asked for the last one) is simply positioned.
+        let (past, seeks) = counting_seeks(&index);
+        pool.picture(&past, (last_leading, false), span.clone(), None, Urgency::requested()).await.unwrap();
+        let picture = ahead(&past).await.unwrap();
+        assert_eq!(picture.pts(), Some(index.sample(after_them).pts));
+        assert_eq!((seeks.load(Ordering::Relaxed), past.count()), (1, 1), "the work ahead seeked a second decoder");
     }
 
     #[tokio::test]
