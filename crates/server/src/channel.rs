@@ -474,9 +474,8 @@ impl Channel {
         // Leading pictures shown before an IRAP decode from the IRAP before it: their run is this one.
         let run_start = self.index.sample(position).decode_from.min(position);
         let next_irap = self.index.gop_end(run_start) + 1;
-        let decoding_holds_back = self.costs.decoding_holds_back(self.shared.encode_slots.slots());
         if next_irap as usize >= self.index.samples.len()
-            || !decoding_holds_back
+            || !self.decoders.side_by_side_pays()
             || !self.shared.pool.spare_for(&self.decoders)
         {
             return;

@@ -70,9 +70,9 @@ pub struct Decoders {
     /// What each player reserves.
     player_bytes: u64,
     on_work: Box<OnWork>,
-    /// Whether decoding the next group of pictures beside a busy run pays
-    /// (`Costs::decoding_holds_back`).
-    side_by_side_pays: Box<dyn Fn() -> bool + Send + Sync>,
+    /// Tells whether decoding the next group of pictures beside a busy run
+    /// pays (`Costs::decoding_holds_back`).
+    side_by_side_test: Box<dyn Fn() -> bool + Send + Sync>,
     limit: usize,
     state: Mutex<State>,
     broken: AtomicBool,
@@ -152,7 +152,7 @@ impl Decoders {
             memory: memory.budget,
             player_bytes: memory.bytes,
             on_work: Box::new(on_work),
-            side_by_side_pays: Box::new(side_by_side_pays),
+            side_by_side_test: Box::new(side_by_side_pays),
             limit: limit.max(1),
             state: Mutex::new(state),
             broken: AtomicBool::new(false),
@@ -192,12 +192,18 @@ impl Decoders {
     /// would only decode the IRAPs, and an open GOP's leading pictures,
     /// twice. The pool offers this only to a thread that has nothing else to do.
     pub fn can_start_beside(&self, target: u32) -> bool {
-        if !(self.side_by_side_pays)() {
+        if !self.side_by_side_pays() {
             return false;
         }
         let state = self.lock();
         let Some(start) = self.decode_start(target) else { return false };
         Self::free(&state, self.limit) && state.working.iter().all(|working| working.target < start)
+    }
+
+    /// Whether decoding groups of pictures side by side speeds this video's
+    /// readers up: decoding, not encoding, holds them back.
+    pub fn side_by_side_pays(&self) -> bool {
+        (self.side_by_side_test)()
     }
 
     /// Whether a job for `target` that cannot start now waits for the player
@@ -295,11 +301,13 @@ impl Decoders {
         if player.holds(&self.index, target) {
             return false;
         }
-        let leading =
-            (start + 1..).take_while(|&at| self.index.samples.get(at as usize).is_some_and(|s| s.decode_from < start));
-        let Some(last_leading) = leading.last() else { return false };
-        player.run_start().is_some_and(|run| run < start)
-            && player.next_to_feed().is_some_and(|next| next <= last_leading)
+        // Leading pictures follow their IRAP before any trailing one (the HEVC
+        // spec's order): the first picture after the IRAP the player has not
+        // fed says whether any are left. One look, not a walk over them (a
+        // hostile file may list millions), under the lock on the pool's path.
+        let Some(next) = player.next_to_feed() else { return false };
+        let first_unfed = self.index.samples.get(next.max(start.saturating_add(1)) as usize);
+        player.run_start().is_some_and(|run| run < start) && first_unfed.is_some_and(|s| s.decode_from < start)
     }
 
     /// Whether another player's run has passed where `player`'s run is (so
