@@ -86,6 +86,9 @@ fn eight_videos_under_a_budget_that_holds_two_decoders_get_every_frame_exactly()
     assert!(reserved + frames <= BUDGET as f64, "held {reserved} + {frames} bytes, budget {BUDGET}");
     let decoders_dropped = common::metric(&server, "bucket_streamer_memory_reclaims_total");
     assert!(decoders_dropped > 0.0, "eight decoders fitted: the budget was never tested");
+    // Reclaiming under pressure once panicked a decode thread (a sort by a moving idle time).
+    assert_eq!(common::metric(&server, "bucket_streamer_decoder_panics_total"), 0.0);
+    assert!(common::metric(&server, "bucket_streamer_resident_bytes") > 0.0, "RSS is published");
     let rss = server.peak_rss_bytes();
     eprintln!("peak RSS {} MiB", rss >> 20);
     // The program itself (a debug build), its runtime and the allocator's slack come on top.

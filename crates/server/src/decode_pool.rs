@@ -248,8 +248,18 @@ fn work(shared: &Shared) {
                 if queue.stopped {
                     return;
                 }
-                if let Some(taken) = queue.take() {
-                    break taken;
+                match std::panic::catch_unwind(AssertUnwindSafe(|| queue.take())) {
+                    Ok(Some(taken)) => break taken,
+                    Ok(None) => {}
+                    Err(_) => {
+                        // A bug in choosing work must not cost the process a
+                        // decode thread (or, with all gone, every answer): the
+                        // queued jobs are answered with an error and the thread goes on.
+                        tracing::error!(jobs = queue.jobs.len(), "choosing a decode job panicked; queued jobs fail");
+                        metrics::counter!(DECODER_PANICS).increment(1);
+                        queue.jobs.clear();
+                        continue;
+                    }
                 }
                 queue = shared.changed.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
@@ -432,6 +442,35 @@ mod tests {
         assert!(order[requested_at].1, "the requested frame decodes");
         // Only the job already on the decoder when the request came may finish first.
         assert!(requested_at <= 1, "requested frame finished after {requested_at} of {} prefetches", order.len() - 1);
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_choosing_a_job_fails_the_queued_jobs_and_keeps_the_thread() {
+        let pool = DecodePool::start(1).unwrap();
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let index =
+            Arc::new(media::probe::index(&FileSource::open(&video.path).unwrap(), &Default::default()).unwrap());
+        let span = Span::new(0, std::fs::read(&video.path).unwrap().into());
+        let make = {
+            let index = index.clone();
+            move || Player::new(&index, Threading::Single, 24 << 20)
+        };
+        let first = (make().unwrap(), player_memory(&plenty_of_memory()));
+        let looked = std::sync::atomic::AtomicBool::new(false);
+        // The scheduler's first look at this video panics (as a sort with a moving key once did).
+        let side_by_side = move || {
+            assert!(looked.swap(true, Ordering::Relaxed), "a bug in choosing work");
+            false
+        };
+        let decoders = Arc::new(Decoders::new(index.clone(), first, 1, make, |_| {}, side_by_side));
+        let failed = pool.picture(&decoders, (3, true), span.clone(), None, Urgency::requested());
+        let failed = tokio::time::timeout(Duration::from_secs(30), failed).await.expect("answered, not left waiting");
+        assert!(matches!(failed, Err(DecodeError::Failed(_))));
+        let decoded = tokio::time::timeout(
+            Duration::from_secs(30),
+            pool.picture(&decoders, (3, true), span, None, Urgency::requested()),
+        );
+        assert!(decoded.await.expect("the decode thread lives on").is_ok());
     }
 
     #[tokio::test]

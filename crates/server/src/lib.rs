@@ -89,6 +89,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let reaper = tokio::spawn(close_idle_channels(state.clone()));
     let decoder_reaper = tokio::spawn(release_idle_decoders(state.clone()));
+    let resident = tokio::spawn(allocator::keep_resident_within(state.args.memory_budget()));
     let readiness = tokio::spawn(state.readiness.clone().watch(storage.clone()));
     let instance = state.args.instance();
     let version = env!("CARGO_PKG_VERSION");
@@ -111,6 +112,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     listener::serve(listener, routes::router(state.clone()), limits, draining).await;
     reaper.abort();
     decoder_reaper.abort();
+    resident.abort();
     readiness.abort();
     tracing::info!("stopped");
     Ok(())

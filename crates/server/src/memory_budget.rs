@@ -108,11 +108,18 @@ impl MemoryBudget {
             return Some(reservation);
         }
         if bytes <= self.limit {
-            let mut videos: Vec<Arc<dyn Reclaim>> = self.lock_reclaimers().iter().filter_map(Weak::upgrade).collect();
-            videos.sort_by_key(|video| std::cmp::Reverse(video.idle_for()));
+            // Idle times read once: they grow while we sort, and a key that
+            // changes under the sort makes it panic (on a decode thread).
+            let mut videos: Vec<(Duration, Arc<dyn Reclaim>)> = self
+                .lock_reclaimers()
+                .iter()
+                .filter_map(Weak::upgrade)
+                .map(|video| (video.idle_for(), video))
+                .collect();
+            videos.sort_by_key(|(idle, _)| std::cmp::Reverse(*idle));
             let steps: [fn(&dyn Reclaim); 2] = [|v| v.drop_idle_decoders(), |v| v.drop_cached_bytes()];
             for step in steps {
-                for video in &videos {
+                for (_, video) in &videos {
                     step(video.as_ref());
                     if let Some(reservation) = self.try_reserve(holder, bytes) {
                         metrics::counter!(MEMORY_RECLAIMED).increment(1);
@@ -258,6 +265,31 @@ mod tests {
         assert!(budget.reserve(Holder::Decoders, 300).is_none(), "only memory in use left");
         drop((held, more));
         assert_eq!(budget.held(), 0);
+    }
+
+    /// A video in use: its idle time differs at every look.
+    struct Busy(AtomicU64);
+
+    impl Reclaim for Busy {
+        fn idle_for(&self) -> Duration {
+            let looks = self.0.fetch_add(1, Ordering::Relaxed);
+            Duration::from_millis(looks.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40)
+        }
+        fn drop_idle_decoders(&self) {}
+        fn drop_cached_bytes(&self) {}
+    }
+
+    #[test]
+    fn reclaiming_from_videos_whose_idle_time_moves_while_it_looks_does_not_panic() {
+        let (budget, _) = MemoryBudget::new(1000, 0);
+        let videos: Vec<Arc<dyn Reclaim>> = (0..64).map(|n| Arc::new(Busy(AtomicU64::new(n))) as _).collect();
+        for video in &videos {
+            budget.register(Arc::downgrade(video));
+        }
+        let _held = budget.reserve(Holder::Decoders, 900).unwrap();
+        for _ in 0..20 {
+            assert!(budget.reserve(Holder::Decoders, 200).is_none(), "nothing to take back");
+        }
     }
 
     #[test]

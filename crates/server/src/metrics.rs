@@ -33,6 +33,8 @@ pub const MEMORY_BUDGET: &str = "bucket_streamer_memory_budget_bytes";
 pub const MEMORY_HELD: &str = "bucket_streamer_memory_held_bytes";
 pub const MEMORY_RECLAIMED: &str = "bucket_streamer_memory_reclaims_total";
 pub const MEMORY_REFUSALS: &str = "bucket_streamer_memory_refusals_total";
+pub const RESIDENT: &str = "bucket_streamer_resident_bytes";
+pub const ALLOCATOR_TRIMS: &str = "bucket_streamer_allocator_trims_total";
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn install() -> PrometheusHandle {
@@ -118,6 +120,11 @@ fn describe() {
         MEMORY_REFUSALS,
         "Requests answered busy because the memory budget was full of memory in use, by holder"
     );
+    metrics::describe_gauge!(RESIDENT, "Resident memory of the process (RSS), bytes, sampled four times a second");
+    metrics::describe_counter!(
+        ALLOCATOR_TRIMS,
+        "Times RSS was over the memory budget and the allocator handed its free pages back"
+    );
     // Every series exists from the first scrape, so dashboards and rate() work on a fresh pod.
     for counter in [
         STORAGE_REQUESTS,
@@ -135,10 +142,11 @@ fn describe() {
         CONNECTIONS_REFUSED,
         MEMORY_RECLAIMED,
         MEMORY_REFUSALS,
+        ALLOCATOR_TRIMS,
     ] {
         metrics::counter!(counter).absolute(0);
     }
-    for gauge in [SESSIONS, CHANNELS, READY, CONNECTIONS, DECODE_JOBS, ENCODES] {
+    for gauge in [SESSIONS, CHANNELS, READY, CONNECTIONS, DECODE_JOBS, ENCODES, RESIDENT] {
         metrics::gauge!(gauge).set(0.0);
     }
     for histogram in [FETCH_SECONDS, DECODE_SECONDS, ENCODE_SECONDS, SEEK_PICTURES] {
