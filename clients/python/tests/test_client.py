@@ -91,10 +91,11 @@ def test_asyncio_gets_the_same_frames():
 
     async def fetch():
         async with await AsyncVideo.open(URL, key) as video:
-            return await video.get_many([3, 4, 5]), await video.get(4)
+            return await video.get_many([3, 4, 5]), await video.get(4), await video.get_array([3, 4, 5])
 
-    many, one = asyncio.run(fetch())
+    many, one, stacked = asyncio.run(fetch())
     assert np.array_equal(many[1], one)
+    assert stacked.shape == (3, *one.shape) and np.array_equal(stacked, np.stack(many))
 
 
 @pytest.mark.skipif(not TOKEN, reason="this server asks for no token (python_client.rs runs one that does)")
