@@ -133,7 +133,15 @@ export class Clip {
       bitmap.close();
       return false;
     }
-    this.context.drawImage(bitmap, 0, 0, this.canvas.width, this.canvas.height);
+    // The canvas holds the picture at the size it came (CSS fits it to the
+    // box): a scaled frame drawn into a native-size 4K canvas made the
+    // browser scale it up and the page scale it down again, a frame's worth
+    // of software raster each way.
+    if (this.canvas.width !== bitmap.width || this.canvas.height !== bitmap.height) {
+      this.canvas.width = bitmap.width;
+      this.canvas.height = bitmap.height;
+    }
+    this.context.drawImage(bitmap, 0, 0);
     this.shownWidth = bitmap.width; // smaller than the video's when it came scaled
     bitmap.close();
     this.shownSeq = seq;
