@@ -105,14 +105,14 @@ class AsyncVideo:
 
     async def get_many(self, frames):
         """The frames numbered in `frames`, in that order (a list of arrays or images)."""
-        return await self._get(frames, self._decode)
+        return await self._get(frames, lambda data, _slot: self._decode(data))
 
     async def get_array(self, frames):
         """The frames numbered in `frames` stacked in one N x H x W x 3 array.
         Each is decoded straight into its place as it arrives: stacking after
         the last one took longer than fetching and decoding them all."""
         stack = _Stack(len(frames))
-        await self._get(frames, lambda data, slot: stack.put(slot, self._decode(data, slot)))
+        await self._get(frames, lambda data, slot: stack.put(slot, self._decode(data)))
         return stack.array
 
     async def _get(self, frames, decode):
@@ -174,7 +174,7 @@ class AsyncVideo:
             entries.append({"offset": frame["offset"], "irap_offset": frame["irap_offset"], "index": slot})
         return {"type": "RequestFrames", "output": self.output, "frames": entries}
 
-    def _decode(self, data, _slot=None):
+    def _decode(self, data):
         image = Image.open(io.BytesIO(data))
         image = image.convert("RGB") if image.mode != "RGB" else image
         if self.as_pil:

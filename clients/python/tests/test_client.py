@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bucket_streamer import AsyncVideo, FrameError, Video
+from bucket_streamer.client import _Stack
 
 LOSSLESS_PSNR = 45.0
 
@@ -96,6 +97,15 @@ def test_asyncio_gets_the_same_frames():
     many, one, stacked = asyncio.run(fetch())
     assert np.array_equal(many[1], one)
     assert stacked.shape == (3, *one.shape) and np.array_equal(stacked, np.stack(many))
+
+
+def test_a_frame_whose_size_differs_from_the_first_is_refused_not_stacked():
+    stack = _Stack(3)
+    stack.put(1, np.ones((4, 6, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="frame 2 is"):
+        stack.put(2, np.ones((6, 4, 3), dtype=np.uint8))  # a server answering another size
+    stack.put(0, np.zeros((4, 6, 3), dtype=np.uint8))
+    assert stack.array.shape == (3, 4, 6, 3) and stack.array[1].all() and not stack.array[0].any()
 
 
 @pytest.mark.skipif(not TOKEN, reason="this server asks for no token (python_client.rs runs one that does)")

@@ -32,7 +32,8 @@ pub fn tune() {
     }
 }
 
-/// Hands whole free pages back to the kernel (after decoders were dropped).
+/// Hands whole free pages back to the kernel (after decoders were dropped,
+/// or while RSS is over the budget).
 pub fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; it is thread-safe.

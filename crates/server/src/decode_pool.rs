@@ -373,6 +373,16 @@ mod tests {
         limit: usize,
         budget: &Arc<MemoryBudget>,
     ) -> (Arc<Decoders>, Arc<VideoIndex>, Span) {
+        open_with(path, limit, budget, || true)
+    }
+
+    /// `open_within` with `side_by_side` as the decoders' cost test.
+    fn open_with(
+        path: &std::path::Path,
+        limit: usize,
+        budget: &Arc<MemoryBudget>,
+        side_by_side: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> (Arc<Decoders>, Arc<VideoIndex>, Span) {
         let index = Arc::new(media::probe::index(&FileSource::open(path).unwrap(), &Default::default()).unwrap());
         let span = Span::new(0, std::fs::read(path).unwrap().into());
         let make = {
@@ -380,7 +390,7 @@ mod tests {
             move || Player::new(&index, Threading::Single, 24 << 20)
         };
         let first = (make().unwrap(), player_memory(budget));
-        (Arc::new(Decoders::new(index.clone(), first, limit, make, |_| {}, || true)), index, span)
+        (Arc::new(Decoders::new(index.clone(), first, limit, make, |_| {}, side_by_side)), index, span)
     }
 
     const PLAYER_BYTES: u64 = 1000;
@@ -448,21 +458,13 @@ mod tests {
     async fn a_panic_while_choosing_a_job_fails_the_queued_jobs_and_keeps_the_thread() {
         let pool = DecodePool::start(1).unwrap();
         let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
-        let index =
-            Arc::new(media::probe::index(&FileSource::open(&video.path).unwrap(), &Default::default()).unwrap());
-        let span = Span::new(0, std::fs::read(&video.path).unwrap().into());
-        let make = {
-            let index = index.clone();
-            move || Player::new(&index, Threading::Single, 24 << 20)
-        };
-        let first = (make().unwrap(), player_memory(&plenty_of_memory()));
-        let looked = std::sync::atomic::AtomicBool::new(false);
+        let looked = AtomicBool::new(false);
         // The scheduler's first look at this video panics (as a sort with a moving key once did).
         let side_by_side = move || {
             assert!(looked.swap(true, Ordering::Relaxed), "a bug in choosing work");
             false
         };
-        let decoders = Arc::new(Decoders::new(index.clone(), first, 1, make, |_| {}, side_by_side));
+        let (decoders, _, span) = open_with(&video.path, 1, &plenty_of_memory(), side_by_side);
         let failed = pool.picture(&decoders, (3, true), span.clone(), None, Urgency::requested());
         let failed = tokio::time::timeout(Duration::from_secs(30), failed).await.expect("answered, not left waiting");
         assert!(matches!(failed, Err(DecodeError::Failed(_))));
