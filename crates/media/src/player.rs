@@ -130,6 +130,7 @@ struct Position {
 
 pub struct Player {
     decoder: Decoder,
+    threading: Threading,
     position: Option<Position>,
     kept: VecDeque<(i64, Video)>,
     kept_bytes: usize,
@@ -154,6 +155,7 @@ impl Player {
     pub fn new(index: &VideoIndex, threads: Threading, keep_limit_bytes: usize) -> Result<Self> {
         Ok(Self {
             decoder: Decoder::new(&index.decoder, threads)?,
+            threading: threads,
             position: None,
             kept: VecDeque::new(),
             kept_bytes: 0,
@@ -187,6 +189,22 @@ impl Player {
         let kept =
             (keep_limit_bytes as u64).max(picture.saturating_mul(MIN_KEPT_FRAMES as u64)).saturating_add(picture);
         pool.saturating_add(kept)
+    }
+
+    /// How this player's decoder spreads its work over threads.
+    pub fn threading(&self) -> Threading {
+        self.threading
+    }
+
+    /// Gives the player a decoder threaded as `threads` (the pictures it
+    /// keeps stay; its run ends: the next frame seeks).
+    pub fn rethread(&mut self, index: &VideoIndex, threads: Threading) -> Result<()> {
+        self.decoder = Decoder::new(&index.decoder, threads)?;
+        self.threading = threads;
+        self.position = None;
+        self.skipped.clear();
+        self.newest_output = None;
+        Ok(())
     }
 
     /// With `false`, seeks feed every picture from the decode start (for

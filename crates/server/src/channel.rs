@@ -16,7 +16,7 @@
 use crate::config::ThreadingPolicy;
 use crate::costs::Costs;
 use crate::decode_pool::DecodePool;
-use crate::decoders::{Decoders, NoMemory, PlayerMemory, Work};
+use crate::decoders::{Decoders, NoMemory, PlayerMemory, Widening, Work};
 use crate::encode_slots::EncodeSlots;
 pub use crate::failure::{Failure, FrameFailure};
 use crate::frame_cache::{FrameCache, FrameKey, Image};
@@ -24,7 +24,7 @@ use crate::gop_bytes::{GopBytes, READ_AHEAD_BYTES};
 use crate::memory_budget::{Holder, MemoryBudget, Reclaim, Reservation};
 use crate::metrics::{
     Timer, DECODE_SECONDS, ENCODE_SECONDS, FRAMES_DECODED, PICTURES_SKIPPED, SEEK_PICTURES, VIDEO_FRAMES_DECODED,
-    VIDEO_OPENS,
+    VIDEO_OPENS, WIDENED_SEEKS,
 };
 use crate::storage::{BlockingObject, Storage, StorageError, VideoPath};
 use crate::thumbnails::{Strip, StripSpec};
@@ -203,8 +203,12 @@ impl Channel {
         let index = Arc::new(index);
         let make = {
             let index = index.clone();
-            move || Ok(Player::new(&index, threading, KEPT_PICTURE_BYTES)?.skip_unreferenced(skip_unreferenced))
+            move |threading| Ok(Player::new(&index, threading, KEPT_PICTURE_BYTES)?.skip_unreferenced(skip_unreferenced))
         };
+        let widening = policy.for_lone_seek(&index.decoder).map(|wide| Widening {
+            threading: wide,
+            extra_bytes: Player::memory_needed(&index, wide, KEPT_PICTURE_BYTES).saturating_sub(player_bytes),
+        });
         let label = crate::metrics::video_label(&text);
         metrics::counter!(VIDEO_OPENS, "video" => label.clone()).increment(1);
         let decoded_here = metrics::counter!(VIDEO_FRAMES_DECODED, "video" => label);
@@ -217,6 +221,9 @@ impl Channel {
             if work.seeked {
                 metrics::histogram!(SEEK_PICTURES).record(work.decoded as f64);
             }
+            if work.seeked && work.widened {
+                metrics::counter!(WIDENED_SEEKS).increment(1);
+            }
             decoded_here.increment(work.decoded);
         };
         let side_by_side_pays = {
@@ -224,7 +231,11 @@ impl Channel {
             move || costs.decoding_holds_back(encoders)
         };
         let limit = shared.decoders_per_video;
-        let decoders = Decoders::new(index.clone(), (player, player_memory), limit, make, on_work, side_by_side_pays);
+        let mut decoders =
+            Decoders::new(index.clone(), (player, player_memory), limit, make, on_work, side_by_side_pays);
+        if let Some(widening) = widening {
+            decoders = decoders.widened_when_alone(widening);
+        }
         Ok(Self {
             id,
             url: storage.url_of(&path),

@@ -83,7 +83,8 @@ pub struct ServeArgs {
     /// leave (frame threads, up to 4), so decoding never oversubscribes the
     /// cores; with the default decode threads, decoders of wavefront (WPP)
     /// streams get slice threads, one per core up to 4 (a lone seek uses
-    /// the idle cores), others are single-threaded.
+    /// the idle cores), others are single-threaded except for a seek that
+    /// has the decode threads to itself (frame threads over the idle cores).
     #[arg(long, env = "DECODER_THREADING", default_value = "auto")]
     pub decoder_threading: DecoderThreading,
 
@@ -214,7 +215,9 @@ pub enum ThreadingPolicy {
     /// none left (the default, a decode thread per core), wavefront
     /// streams get slice threads, one per core up to 4: a lone seek then
     /// uses the idle cores, and under load they add threads but no work
-    /// (frame threads would add delay and decode pictures nobody asked for).
+    /// (frame threads would add delay and decode pictures nobody asked
+    /// for). Other streams decode on one thread, and a lone seek is widened
+    /// to frame threads over the idle cores (`for_lone_seek`).
     Auto { cores: usize, decode_threads: usize },
 }
 
@@ -229,6 +232,19 @@ impl ThreadingPolicy {
                 _ => media::Threading::Single,
             },
         }
+    }
+}
+
+impl ThreadingPolicy {
+    /// The threading of a seek of this stream that has the decode pool to
+    /// itself, when it differs from `for_stream`'s: frame threads over the
+    /// cores (up to 4), for a stream that gets neither frame nor slice threads.
+    pub fn for_lone_seek(&self, stream: &media::index::DecoderConfig) -> Option<media::Threading> {
+        let wide = match *self {
+            Self::Auto { cores, .. } if cores >= 2 => media::Threading::Frame(cores.min(4)),
+            _ => return None,
+        };
+        (self.for_stream(stream) == media::Threading::Single).then_some(wide)
     }
 }
 

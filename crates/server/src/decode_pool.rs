@@ -16,6 +16,14 @@
 //! a long seek in a 4K video delays another video's frame by about one
 //! sample's decode, not by the whole seek.
 //!
+//! A frame asked for on its own whose video has the pool to itself (every
+//! job queued or running is of it) seeks with frame threads over the idle
+//! cores (`Decoders::check_out`, widened): it counts as that many of the
+//! pool's threads, so no other job starts beside it, and a request that
+//! comes meanwhile (of any video) ends its time slice as above. Taken up
+//! again beside other work it goes on with its frame threads until its
+//! frame (for that while a thread more than cores); the next seek is narrow.
+//!
 //! A panic while decoding (a bug meeting a file nobody foresaw) is caught on
 //! the thread: that job is answered with an error, its player is dropped
 //! and the next job of the video gets a new one. No job is left waiting.
@@ -54,7 +62,7 @@ struct Queue {
     jobs: VecDeque<Job>,
     /// Decode threads of the pool.
     threads: usize,
-    /// Jobs on a thread now.
+    /// Threads the jobs on a thread now keep busy (a widened job counts its frame threads).
     running: usize,
     stopped: bool,
 }
@@ -65,8 +73,11 @@ impl Queue {
     /// budget waits until memory is given back; if no job is running (none
     /// will give any back) one such job is answered `NoMemory` (`busy`),
     /// which frees its bytes.
-    fn take(&mut self) -> Option<(Job, Checkout)> {
+    fn take(&mut self) -> Option<(Job, Checkout, usize)> {
         loop {
+            if self.all_threads_busy() {
+                return None; // a widened job uses this thread's core
+            }
             self.jobs.retain(|job| !job.reply.is_closed());
             let urgent = (0..self.jobs.len()).filter(|&at| self.jobs[at].urgency.is_urgent());
             let rest = (0..self.jobs.len()).filter(|&at| !self.jobs[at].urgency.is_urgent());
@@ -82,10 +93,17 @@ impl Queue {
             let mut starved = None;
             for at in candidates {
                 let at = self.earliest_of_its_run(at);
-                match self.jobs[at].decoders.check_out(self.jobs[at].position, &self.jobs[at].urgency) {
+                let job = &self.jobs[at];
+                let widen =
+                    job.alone && job.urgency.is_urgent() && self.idle_threads() >= 2 && self.only_for(&job.decoders);
+                match job.decoders.check_out(job.position, &job.urgency, widen) {
                     Ok(Some(checkout)) => {
-                        self.running += 1;
-                        return self.jobs.remove(at).map(|job| (job, checkout));
+                        let threading = match &checkout {
+                            Checkout::Ready(_, threading) | Checkout::MakeNew(threading) => *threading,
+                        };
+                        let threads = job.decoders.threads_used(threading).clamp(1, self.idle_threads());
+                        self.running += threads;
+                        return self.jobs.remove(at).map(|job| (job, checkout, threads));
                     }
                     Ok(None) => {}
                     Err(NoMemory) => starved = starved.or(Some(at)),
@@ -120,14 +138,15 @@ impl Queue {
             .unwrap_or(at)
     }
 
-    /// Whether a request of another video than `decoders` waits for a
-    /// thread (none idle) and could run.
-    fn other_video_waiting(&self, decoders: &Arc<Decoders>) -> bool {
+    /// Whether a request waits for a thread (none idle) and could run: one
+    /// of another video than `decoders`, or with `any_video` (a widened job
+    /// keeps threads a request of its own video could use) any.
+    fn request_waiting(&self, decoders: &Arc<Decoders>, any_video: bool) -> bool {
         self.all_threads_busy()
             && self.jobs.iter().any(|job| {
                 job.urgency.is_urgent()
                     && !job.reply.is_closed()
-                    && !Arc::ptr_eq(&job.decoders, decoders)
+                    && (any_video || !Arc::ptr_eq(&job.decoders, decoders))
                     && job.decoders.can_take(job.position, &job.urgency)
             })
     }
@@ -135,6 +154,18 @@ impl Queue {
     /// Whether every thread has a job (a thread between two jobs does not).
     fn all_threads_busy(&self) -> bool {
         self.running >= self.threads
+    }
+
+    fn idle_threads(&self) -> usize {
+        self.threads.saturating_sub(self.running)
+    }
+
+    /// Whether a thread is idle and every job running or queued is of the
+    /// video of `decoders`.
+    fn only_for(&self, decoders: &Arc<Decoders>) -> bool {
+        !self.all_threads_busy()
+            && self.running <= decoders.working()
+            && self.jobs.iter().all(|job| Arc::ptr_eq(&job.decoders, decoders))
     }
 
     /// Whether work ahead of need for decode position `running` of
@@ -189,10 +220,7 @@ impl DecodePool {
     /// queued is of the video of `decoders`: the process has cores to spare
     /// for it alone.
     pub fn spare_for(&self, decoders: &Arc<Decoders>) -> bool {
-        let queue = self.shared.lock();
-        !queue.all_threads_busy()
-            && queue.running <= decoders.working()
-            && queue.jobs.iter().all(|job| Arc::ptr_eq(&job.decoders, decoders))
+        self.shared.lock().only_for(decoders)
     }
 
     /// Decodes the sample at `position` of the video of `decoders` from
@@ -242,7 +270,7 @@ impl Drop for DecodePool {
 /// One decode thread: takes jobs until the pool stops.
 fn work(shared: &Shared) {
     loop {
-        let (job, checkout) = {
+        let (job, checkout, threads) = {
             let mut queue = shared.lock();
             loop {
                 if queue.stopped {
@@ -264,26 +292,32 @@ fn work(shared: &Shared) {
                 queue = shared.changed.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
         };
-        run(shared, job, checkout);
-        shared.lock().running -= 1;
+        run(shared, job, checkout, threads);
+        shared.lock().running -= threads;
         // A decoder came back: a job waiting for one may run now.
         shared.changed.notify_all();
     }
 }
 
-fn run(shared: &Shared, mut job: Job, checkout: Checkout) {
+/// Runs `job` on this thread (keeping `threads` of the pool's busy).
+fn run(shared: &Shared, mut job: Job, checkout: Checkout, threads: usize) {
     let decoders = job.decoders.clone();
-    let mut player = match checkout {
-        Checkout::Ready(player) => player,
-        Checkout::MakeNew => match decoders.make() {
-            Ok(player) => player,
-            Err(error) => {
-                decoders.forget(job.position);
-                tracing::error!("cannot make a decoder: {error:#}");
-                let _ = job.reply.send(Err(DecodeError::Failed(error.context("cannot make a decoder"))));
-                return;
-            }
-        },
+    let made = match checkout {
+        // A player seeking with other threading than it has is given a decoder threaded so.
+        Checkout::Ready(mut player, threading) if player.threading() != threading => {
+            player.rethread(&decoders.index, threading).map(|()| player)
+        }
+        Checkout::Ready(player, _) => Ok(player),
+        Checkout::MakeNew(threading) => decoders.make(threading),
+    };
+    let mut player = match made {
+        Ok(player) => player,
+        Err(error) => {
+            decoders.forget(job.position);
+            tracing::error!("cannot make a decoder: {error:#}");
+            let _ = job.reply.send(Err(DecodeError::Failed(error.context("cannot make a decoder"))));
+            return;
+        }
     };
     let started = std::time::Instant::now();
     // Set when the job stops for other work (it goes back in the queue).
@@ -293,7 +327,7 @@ fn run(shared: &Shared, mut job: Job, checkout: Checkout) {
         let by_client = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
         let yields = || {
             let yields = if job.urgency.is_urgent() {
-                started.elapsed() >= SLICE && shared.lock().other_video_waiting(&decoders)
+                started.elapsed() >= SLICE && shared.lock().request_waiting(&decoders, threads > 1)
             } else {
                 shared.lock().urgent_blocked(&decoders, job.position)
             };
@@ -310,6 +344,7 @@ fn run(shared: &Shared, mut job: Job, checkout: Checkout) {
             decoded: player.pictures_decoded() - before.0,
             skipped: player.pictures_skipped() - before.1,
             seeked: player.seeks() > before.2,
+            widened: decoders.threads_used(player.threading()) > 1,
             busy: started.elapsed(),
         });
         (result, work)
@@ -353,7 +388,7 @@ fn run(shared: &Shared, mut job: Job, checkout: Checkout) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decoders::PlayerMemory;
+    use crate::decoders::{PlayerMemory, Widening};
     use media::source::FileSource;
     use media::{Player, Threading, VideoIndex};
     use std::time::Duration;
@@ -387,9 +422,9 @@ mod tests {
         let span = Span::new(0, std::fs::read(path).unwrap().into());
         let make = {
             let index = index.clone();
-            move || Player::new(&index, Threading::Single, 24 << 20)
+            move |threads| Player::new(&index, threads, 24 << 20)
         };
-        let first = (make().unwrap(), player_memory(budget));
+        let first = (make(Threading::Single).unwrap(), player_memory(budget));
         (Arc::new(Decoders::new(index.clone(), first, limit, make, |_| {}, side_by_side)), index, span)
     }
 
@@ -408,6 +443,15 @@ mod tests {
         ends.push(samples.len() as u32 - 1);
         ends.reverse();
         ends
+    }
+
+    /// The shared 1080p clip, else `None` with a note saying `why` it is needed.
+    fn shared_1080p(why: &str) -> Option<std::path::PathBuf> {
+        let shared = testkit::fixtures::shared().unwrap().into_iter().find(|f| f.name == "bbb1080-frag.mp4");
+        if shared.is_none() {
+            eprintln!("note: needs ../shared/media ({why})");
+        }
+        shared.map(|fixture| fixture.path)
     }
 
     fn video_with_long_decodes() -> std::path::PathBuf {
@@ -475,6 +519,87 @@ mod tests {
         assert!(decoded.await.expect("the decode thread lives on").is_ok());
     }
 
+    /// What each job of a video cost, in order.
+    type Works = Arc<Mutex<Vec<Work>>>;
+
+    /// Decoders of `path` whose lone seeks may be widened to two frame
+    /// threads, and what each of their jobs cost.
+    fn open_widened(path: &std::path::Path) -> (Arc<Decoders>, Arc<VideoIndex>, Span, Works) {
+        let index = Arc::new(media::probe::index(&FileSource::open(path).unwrap(), &Default::default()).unwrap());
+        let span = Span::new(0, std::fs::read(path).unwrap().into());
+        let make = {
+            let index = index.clone();
+            move |threads| Player::new(&index, threads, 24 << 20)
+        };
+        let works = Arc::new(Mutex::new(Vec::new()));
+        let heard = works.clone();
+        let on_work = move |work| heard.lock().unwrap().push(work);
+        let first = (make(Threading::Single).unwrap(), player_memory(&plenty_of_memory()));
+        let widening = Widening { threading: Threading::Frame(2), extra_bytes: PLAYER_BYTES };
+        let decoders = Decoders::new(index.clone(), first, 2, make, on_work, || false).widened_when_alone(widening);
+        (Arc::new(decoders), index, span, works)
+    }
+
+    fn last_work(works: &Mutex<Vec<Work>>) -> Work {
+        *works.lock().unwrap().last().expect("a job was done")
+    }
+
+    #[tokio::test]
+    async fn a_frame_asked_for_alone_with_the_pool_to_itself_seeks_on_frame_threads_else_narrow() {
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let pool = DecodePool::start(2).unwrap();
+        let (decoders, index, span, works) = open_widened(&video.path);
+        let ends = gop_ends_backwards(&index);
+        assert!(ends.len() >= 3, "three GOPs to seek in");
+        let requested = |decoders: &Arc<Decoders>, target, alone| {
+            pool.picture(decoders, (target, alone), span.clone(), None, Urgency::requested())
+        };
+
+        let picture = requested(&decoders, ends[0], true).await.unwrap();
+        assert_eq!(picture.pts(), Some(index.sample(ends[0]).pts));
+        let work = last_work(&works);
+        assert!(work.seeked && work.widened, "{work:?}");
+
+        // A frame among others wanted (playback, a batch) seeks narrow: its neighbours come next.
+        requested(&decoders, ends[1], false).await.unwrap();
+        let work = last_work(&works);
+        assert!(work.seeked && !work.widened, "{work:?}");
+
+        // With another video at work, a seek is narrow too.
+        let long = testkit::fixtures::generated_named("long_gop.mp4").unwrap();
+        let (other, other_index, other_span) = open(&long.path, 1);
+        let far = other_index.samples.len() as u32 - 1;
+        let busy = pool.picture(&other, (far, true), other_span, None, Urgency::requested());
+        while !pool.shared.lock().jobs.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let picture = requested(&decoders, ends[2], true).await.unwrap();
+        assert_eq!(picture.pts(), Some(index.sample(ends[2]).pts));
+        let work = last_work(&works);
+        assert!(work.seeked && !work.widened, "{work:?}");
+        busy.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_widened_seek_keeps_both_threads_and_gives_them_to_another_video_s_request() {
+        let Some(video) = shared_1080p("a 1080p GOP decode is long enough to interrupt") else { return };
+        let short = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let pool = DecodePool::start(2).unwrap();
+        let (decoders, index, span, works) = open_widened(&video);
+        let (other, _, other_span) = open(&short.path, 1);
+        let gop_end = gop_ends_backwards(&index)[1];
+        let seek = pool.picture(&decoders, (gop_end, true), span, None, Urgency::requested());
+        while !pool.shared.lock().jobs.is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(pool.shared.lock().running, 2, "the widened seek counts as both threads");
+        let request = pool.picture(&other, (3, true), other_span, None, Urgency::requested());
+        let order = finishing_order(vec![("seek", seek), ("other", request)]).await;
+        assert_eq!(order, vec![("other", true), ("seek", true)], "the other video's frame waited for no whole seek");
+        assert!(last_work(&works).widened);
+        assert_eq!(pool.shared.lock().running, 0);
+    }
+
     #[tokio::test]
     async fn raised_work_overtakes_older_work_ahead() {
         let pool = DecodePool::start(1).unwrap();
@@ -499,13 +624,9 @@ mod tests {
 
     #[tokio::test]
     async fn running_work_ahead_gives_way_to_a_request_that_waits_for_its_decoder_and_finishes_after() {
-        let Some(video) = testkit::fixtures::shared().unwrap().into_iter().find(|f| f.name == "bbb1080-frag.mp4")
-        else {
-            eprintln!("note: needs ../shared/media (a 1080p GOP decode is long enough to interrupt)");
-            return;
-        };
+        let Some(video) = shared_1080p("a 1080p GOP decode is long enough to interrupt") else { return };
         let pool = DecodePool::start(2).unwrap();
-        let (decoders, index, span) = open(&video.path, 1);
+        let (decoders, index, span) = open(&video, 1);
         let gop_end = gop_ends_backwards(&index)[1];
         let prefetch = pool.picture(&decoders, (gop_end, true), span.clone(), None, Urgency::ahead());
         // Wait until a thread has taken it (a 1080p GOP decode then takes
@@ -524,13 +645,9 @@ mod tests {
 
     #[tokio::test]
     async fn work_ahead_in_the_next_gop_starts_beside_a_busy_run_on_an_idle_thread() {
-        let Some(video) = testkit::fixtures::shared().unwrap().into_iter().find(|f| f.name == "bbb1080-frag.mp4")
-        else {
-            eprintln!("note: needs ../shared/media (a 1080p GOP decode is long enough to overlap)");
-            return;
-        };
+        let Some(video) = shared_1080p("a 1080p GOP decode is long enough to overlap") else { return };
         let pool = DecodePool::start(2).unwrap();
-        let (decoders, index, span) = open(&video.path, 2);
+        let (decoders, index, span) = open(&video, 2);
         let next_irap = (1..index.samples.len()).find(|&at| index.samples[at].keyframe).unwrap() as u32;
         let gop_end = pool.picture(&decoders, (next_irap - 1, true), span.clone(), None, Urgency::requested());
         while !pool.shared.lock().jobs.is_empty() {
@@ -590,7 +707,7 @@ mod tests {
         let seeks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let make = {
             let index = index.clone();
-            move || Player::new(&index, Threading::Single, 24 << 20)
+            move |threads| Player::new(&index, threads, 24 << 20)
         };
         let counted = seeks.clone();
         let on_work = move |work: Work| {
@@ -598,7 +715,7 @@ mod tests {
                 counted.fetch_add(1, Ordering::Relaxed);
             }
         };
-        let first = (make().unwrap(), player_memory(&plenty_of_memory()));
+        let first = (make(Threading::Single).unwrap(), player_memory(&plenty_of_memory()));
         (Arc::new(Decoders::new(index.clone(), first, 2, make, on_work, || false)), seeks)
     }
 

@@ -20,12 +20,18 @@
 //! (`NoMemory`: the job waits for memory), and the budget may drop idle
 //! players of any video to make room.
 //!
+//! Players are narrow (one thread, or slice threads: a decode thread per
+//! core never oversubscribes), except that a seek the pool would otherwise
+//! leave cores idle beside may be widened (`Widening`: frame threads over
+//! them, when its memory is free as things are); the next seek the pool
+//! does not widen narrows the player again.
+//!
 //! A player that panicked is dropped, never reused. If a new player cannot
 //! be made, the video reports itself broken and is reopened.
 
 use crate::memory_budget::{Holder, MemoryBudget, Reservation};
 use crate::urgency::Urgency;
-use media::{Player, VideoIndex};
+use media::{Player, Threading, VideoIndex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,6 +45,8 @@ pub struct Work {
     pub skipped: u64,
     /// Whether the job restarted decoding at a decode start (a seek).
     pub seeked: bool,
+    /// Whether it decoded with frame threads over idle decode threads (`Widening`).
+    pub widened: bool,
     /// Time on a decode thread.
     pub busy: Duration,
 }
@@ -50,12 +58,13 @@ impl Work {
             decoded: self.decoded + more.decoded,
             skipped: self.skipped + more.skipped,
             seeked: self.seeked || more.seeked,
+            widened: self.widened || more.widened,
             busy: self.busy + more.busy,
         }
     }
 }
 
-type MakePlayer = dyn Fn() -> anyhow::Result<Player> + Send + Sync;
+type MakePlayer = dyn Fn(Threading) -> anyhow::Result<Player> + Send + Sync;
 type OnWork = dyn Fn(Work) + Send + Sync;
 
 /// A new decoder would not fit in the memory budget.
@@ -63,9 +72,22 @@ type OnWork = dyn Fn(Work) + Send + Sync;
 #[error("no memory for another decoder: the memory budget is full of decoders and bytes in use")]
 pub struct NoMemory;
 
+/// How a seek with idle cores beside it is decoded: frame threads over them
+/// (a stream without wavefronts gains nothing from slice threads, and one
+/// thread leaves the cores idle).
+#[derive(Debug, Clone, Copy)]
+pub struct Widening {
+    pub threading: Threading,
+    /// What such a player holds beyond a narrow one.
+    pub extra_bytes: u64,
+}
+
 pub struct Decoders {
     pub index: Arc<VideoIndex>,
     make: Box<MakePlayer>,
+    /// The threading of players not widened.
+    narrow: Threading,
+    widening: Option<Widening>,
     memory: Arc<MemoryBudget>,
     /// What each player reserves.
     player_bytes: u64,
@@ -95,6 +117,8 @@ struct Idle {
     player: Player,
     last_used: Instant,
     memory: Reservation,
+    /// What a widened player holds beyond a narrow one.
+    wide_memory: Option<Reservation>,
     /// Its job's time slice ended and the job will take it up again: the
     /// memory budget leaves it alone for `RESUME_GRACE`.
     resumes: bool,
@@ -116,6 +140,7 @@ struct Working {
     target: u32,
     /// The player's share of the memory budget.
     memory: Reservation,
+    wide_memory: Option<Reservation>,
 }
 
 /// What `Decoders::new` needs to make players within the memory budget.
@@ -127,28 +152,34 @@ pub struct PlayerMemory {
     pub first: Reservation,
 }
 
-/// A player for one job: an idle one, or a slot to make a new one in.
+/// A player for one job: an idle one, or a slot to make a new one in, and
+/// the threading it decodes the job with (a player that seeks for it may
+/// be widened or narrowed).
 pub enum Checkout {
-    Ready(Player),
-    MakeNew,
+    Ready(Player, Threading),
+    MakeNew(Threading),
 }
 
 impl Decoders {
     /// `first` is the player made while opening the video (it proves the
-    /// stream decodes); `make` makes more; `on_work` hears what jobs cost.
+    /// stream decodes); `make` makes more, threaded as it is told; `on_work` hears what jobs cost.
     pub fn new(
         index: Arc<VideoIndex>,
         (first, memory): (Player, PlayerMemory),
         limit: usize,
-        make: impl Fn() -> anyhow::Result<Player> + Send + Sync + 'static,
+        make: impl Fn(Threading) -> anyhow::Result<Player> + Send + Sync + 'static,
         on_work: impl Fn(Work) + Send + Sync + 'static,
         side_by_side_pays: impl Fn() -> bool + Send + Sync + 'static,
     ) -> Self {
-        let first = Idle { player: first, last_used: Instant::now(), memory: memory.first, resumes: false };
+        let narrow = first.threading();
+        let first =
+            Idle { player: first, last_used: Instant::now(), memory: memory.first, wide_memory: None, resumes: false };
         let state = State { idle: vec![first], ..State::default() };
         Self {
             index,
             make: Box::new(make),
+            narrow,
+            widening: None,
             memory: memory.budget,
             player_bytes: memory.bytes,
             on_work: Box::new(on_work),
@@ -156,6 +187,21 @@ impl Decoders {
             limit: limit.max(1),
             state: Mutex::new(state),
             broken: AtomicBool::new(false),
+        }
+    }
+
+    /// Lets seeks with idle cores beside them be decoded as `widening` says.
+    pub fn widened_when_alone(mut self, widening: Widening) -> Self {
+        self.widening = Some(widening);
+        self
+    }
+
+    /// How many of the pool's threads a job decoding with `threading` keeps
+    /// busy: a widened player's frame threads, else one.
+    pub fn threads_used(&self, threading: Threading) -> usize {
+        match (self.widening, threading) {
+            (Some(widening), Threading::Frame(count)) if widening.threading == threading => count,
+            _ => 1,
         }
     }
 
@@ -245,8 +291,10 @@ impl Decoders {
 
     /// Takes the best player for decode position `target` (see the module
     /// header), or a slot to make one with its memory reserved; `Ok(None)`
-    /// when all are out, `NoMemory` when a new one would not fit now.
-    pub fn check_out(&self, target: u32, urgency: &Urgency) -> Result<Option<Checkout>, NoMemory> {
+    /// when all are out, `NoMemory` when a new one would not fit now. A
+    /// player that seeks for the job is widened when `widen` (the pool has
+    /// idle cores for it alone) and its extra memory is free, else narrow.
+    pub fn check_out(&self, target: u32, urgency: &Urgency, widen: bool) -> Result<Option<Checkout>, NoMemory> {
         let mut state = self.lock();
         let seek_start = self.decode_start(target).unwrap_or(target);
         // Of the players positioned for it, the one with the least left to decode.
@@ -271,22 +319,42 @@ impl Decoders {
         let may_move_a_front = urgency.is_urgent() || (players >= self.limit && state.working.is_empty());
         let reuse =
             positioned.or_else(|| least_recent(true)).or_else(|| least_recent(false).filter(|_| may_move_a_front));
-        let (checkout, run_start, memory) = if let Some(at) = reuse {
+        let (checkout, run_start, memory, wide_memory) = if let Some(at) = reuse {
             let idle = state.idle.swap_remove(at);
-            let run_start =
-                if positioned.is_some() { idle.player.run_start().unwrap_or(seek_start) } else { seek_start };
-            (Checkout::Ready(idle.player), run_start, idle.memory)
+            if positioned.is_some() {
+                let (run_start, threading) = (idle.player.run_start().unwrap_or(seek_start), idle.player.threading());
+                (Checkout::Ready(idle.player, threading), run_start, idle.memory, idle.wide_memory)
+            } else {
+                let (threading, wide_memory) = self.threading_of_seek(widen, idle.wide_memory);
+                (Checkout::Ready(idle.player, threading), seek_start, idle.memory, wide_memory)
+            }
         } else if players < self.limit {
             // Reserving may drop idle players, of this video too: not under its lock.
             drop(state);
             let memory = self.memory.reserve(Holder::Decoders, self.player_bytes).ok_or(NoMemory)?;
+            let (threading, wide_memory) = self.threading_of_seek(widen, None);
             state = self.lock();
-            (Checkout::MakeNew, seek_start, memory)
+            (Checkout::MakeNew(threading), seek_start, memory, wide_memory)
         } else {
             return Ok(None);
         };
-        state.working.push(Working { run_start, target, memory });
+        state.working.push(Working { run_start, target, memory, wide_memory });
         Ok(Some(checkout))
+    }
+
+    /// The threading a player seeks with, holding `wide_memory` if widened
+    /// before: wide when `widen` and the extra memory is (or stays) held.
+    fn threading_of_seek(&self, widen: bool, wide_memory: Option<Reservation>) -> (Threading, Option<Reservation>) {
+        let Some(widening) = self.widening.filter(|_| widen) else { return (self.narrow, None) };
+        match wide_memory.or_else(|| self.memory.try_reserve(Holder::Decoders, widening.extra_bytes)) {
+            Some(memory) => (widening.threading, Some(memory)),
+            None => (self.narrow, None),
+        }
+    }
+
+    /// A new player for a `MakeNew` slot; a failure marks the video broken.
+    pub fn make(&self, threading: Threading) -> anyhow::Result<Player> {
+        (self.make)(threading).inspect_err(|_| self.broken.store(true, Ordering::Relaxed))
     }
 
     /// Whether `player` would reach `target` only by running on from an
@@ -323,17 +391,15 @@ impl Decoders {
         busy_past || idle_past
     }
 
-    /// A new player for a `MakeNew` slot; a failure marks the video broken.
-    pub fn make(&self) -> anyhow::Result<Player> {
-        (self.make)().inspect_err(|_| self.broken.store(true, Ordering::Relaxed))
-    }
-
     /// Gives a player back after its job for `target`; `resumes` when the
     /// job will take it up again (its time slice ended).
     pub fn check_in(&self, target: u32, player: Player, resumes: bool) {
         let mut state = self.lock();
         if let Some(working) = Self::done(&mut state, target) {
-            state.idle.push(Idle { player, last_used: Instant::now(), memory: working.memory, resumes });
+            // A player narrowed back gives its extra memory back.
+            let wide_memory = working.wide_memory.filter(|_| player.threading() != self.narrow);
+            let memory = working.memory;
+            state.idle.push(Idle { player, last_used: Instant::now(), memory, wide_memory, resumes });
         }
     }
 

@@ -136,7 +136,9 @@ impl MemoryBudget {
         metrics::counter!(MEMORY_REFUSALS, "holder" => holder.label()).increment(1);
     }
 
-    fn try_reserve(self: &Arc<Self>, holder: Holder, bytes: u64) -> Option<Reservation> {
+    /// Reserves `bytes` for `holder` if they fit as things are, taking
+    /// nothing back (for what is only worth having while memory is free).
+    pub fn try_reserve(self: &Arc<Self>, holder: Holder, bytes: u64) -> Option<Reservation> {
         let fits = |held: u64| held.checked_add(bytes).filter(|&total| total <= self.limit);
         self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).ok()?;
         self.change(holder, bytes, true);

@@ -26,6 +26,7 @@ pub const ENCODES: &str = "bucket_streamer_encodes";
 pub const DECODE_SLICES: &str = "bucket_streamer_decode_slices_total";
 pub const PICTURES_SKIPPED: &str = "bucket_streamer_pictures_skipped_total";
 pub const SEEK_PICTURES: &str = "bucket_streamer_seek_pictures";
+pub const WIDENED_SEEKS: &str = "bucket_streamer_widened_seeks_total";
 pub const INSTANCE: &str = "bucket_streamer_instance_info";
 pub const VIDEO_FRAMES_DECODED: &str = "bucket_streamer_video_frames_decoded_total";
 pub const VIDEO_OPENS: &str = "bucket_streamer_video_opens_total";
@@ -81,6 +82,10 @@ fn describe() {
     );
     metrics::describe_counter!(PICTURES_SKIPPED, "Pictures seeks did not decode because nothing references them");
     metrics::describe_histogram!(SEEK_PICTURES, "Pictures decoded by a request that started from a keyframe (a seek)");
+    metrics::describe_counter!(
+        WIDENED_SEEKS,
+        "Seeks decoded with frame threads over decode threads that had nothing else to do"
+    );
     metrics::describe_counter!(CACHE_HITS, "Frames served from the encoded-frame cache");
     metrics::describe_counter!(CACHE_JOINS, "Requests that waited for a frame another request was producing");
     metrics::describe_histogram!(FETCH_SECONDS, "Storage reads for frames (GOP bytes), seconds");
@@ -136,6 +141,7 @@ fn describe() {
         CACHE_JOINS,
         PREFETCH_YIELDS,
         PICTURES_SKIPPED,
+        WIDENED_SEEKS,
         DECODE_SLICES,
         DECODER_PANICS,
         SESSIONS_CLOSED,
