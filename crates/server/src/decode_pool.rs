@@ -16,13 +16,14 @@
 //! a long seek in a 4K video delays another video's frame by about one
 //! sample's decode, not by the whole seek.
 //!
-//! A frame asked for on its own whose video has the pool to itself (every
-//! job queued or running is of it) seeks with frame threads over the idle
-//! cores (`Decoders::check_out`, widened): it counts as that many of the
-//! pool's threads, so no other job starts beside it, and a request that
-//! comes meanwhile (of any video) ends its time slice as above. Taken up
-//! again beside other work it goes on with its frame threads until its
-//! frame (for that while a thread more than cores); the next seek is narrow.
+//! A frame asked for on its own, the only request, with nothing running,
+//! seeks with frame threads over the idle cores (`Decoders::check_out`,
+//! widened): it counts as that many of the pool's threads, so work ahead
+//! of need does not start beside it. A request that comes meanwhile takes
+//! a thread at once: the widened job is counted as one thread again and
+//! its frame threads go on beside that request until its frame (for that
+//! while a thread more than cores; pausing it instead would lose its run
+//! when the request takes its decoder). The next seek under load is narrow.
 //!
 //! A panic while decoding (a bug meeting a file nobody foresaw) is caught on
 //! the thread: that job is answered with an error, its player is dropped
@@ -64,6 +65,9 @@ struct Queue {
     threads: usize,
     /// Threads the jobs on a thread now keep busy (a widened job counts its frame threads).
     running: usize,
+    /// Of `running`, the threads a widened job holds beyond its own (one
+    /// job at most: a seek is widened only when nothing runs).
+    lent: usize,
     stopped: bool,
 }
 
@@ -73,10 +77,15 @@ impl Queue {
     /// budget waits until memory is given back; if no job is running (none
     /// will give any back) one such job is answered `NoMemory` (`busy`),
     /// which frees its bytes.
-    fn take(&mut self) -> Option<(Job, Checkout, usize)> {
+    fn take(&mut self) -> Option<(Job, Checkout, bool)> {
         loop {
             if self.all_threads_busy() {
-                return None; // a widened job uses this thread's core
+                // A widened job holds this thread's core until a request comes;
+                // then its frame threads go on beside it (for the rest of its seek).
+                if self.lent == 0 || !self.jobs.iter().any(|job| job.urgency.is_urgent() && !job.reply.is_closed()) {
+                    return None;
+                }
+                self.running -= std::mem::take(&mut self.lent);
             }
             self.jobs.retain(|job| !job.reply.is_closed());
             let urgent = (0..self.jobs.len()).filter(|&at| self.jobs[at].urgency.is_urgent());
@@ -94,16 +103,21 @@ impl Queue {
             for at in candidates {
                 let at = self.earliest_of_its_run(at);
                 let job = &self.jobs[at];
-                let widen =
-                    job.alone && job.urgency.is_urgent() && self.idle_threads() >= 2 && self.only_for(&job.decoders);
+                let widen = job.alone && job.urgency.is_urgent() && self.running == 0 && self.only_request();
                 match job.decoders.check_out(job.position, &job.urgency, widen) {
                     Ok(Some(checkout)) => {
                         let threading = match &checkout {
                             Checkout::Ready(_, threading) | Checkout::MakeNew(threading) => *threading,
                         };
-                        let threads = job.decoders.threads_used(threading).clamp(1, self.idle_threads());
-                        self.running += threads;
-                        return self.jobs.remove(at).map(|job| (job, checkout, threads));
+                        // A player still widened from an earlier job holds its
+                        // threads too, when they are idle and none are lent.
+                        let threads = job.decoders.threads_used(threading).min(self.idle_threads());
+                        let lends = threads > 1 && self.lent == 0;
+                        if lends {
+                            self.lent = threads - 1;
+                        }
+                        self.running += 1 + self.lent * usize::from(lends);
+                        return self.jobs.remove(at).map(|job| (job, checkout, lends));
                     }
                     Ok(None) => {}
                     Err(NoMemory) => starved = starved.or(Some(at)),
@@ -138,15 +152,14 @@ impl Queue {
             .unwrap_or(at)
     }
 
-    /// Whether a request waits for a thread (none idle) and could run: one
-    /// of another video than `decoders`, or with `any_video` (a widened job
-    /// keeps threads a request of its own video could use) any.
-    fn request_waiting(&self, decoders: &Arc<Decoders>, any_video: bool) -> bool {
+    /// Whether a request of another video than `decoders` waits for a
+    /// thread (none idle) and could run.
+    fn other_video_waiting(&self, decoders: &Arc<Decoders>) -> bool {
         self.all_threads_busy()
             && self.jobs.iter().any(|job| {
                 job.urgency.is_urgent()
                     && !job.reply.is_closed()
-                    && (any_video || !Arc::ptr_eq(&job.decoders, decoders))
+                    && !Arc::ptr_eq(&job.decoders, decoders)
                     && job.decoders.can_take(job.position, &job.urgency)
             })
     }
@@ -160,12 +173,9 @@ impl Queue {
         self.threads.saturating_sub(self.running)
     }
 
-    /// Whether a thread is idle and every job running or queued is of the
-    /// video of `decoders`.
-    fn only_for(&self, decoders: &Arc<Decoders>) -> bool {
-        !self.all_threads_busy()
-            && self.running <= decoders.working()
-            && self.jobs.iter().all(|job| Arc::ptr_eq(&job.decoders, decoders))
+    /// Whether one request waits in the queue, and no other.
+    fn only_request(&self) -> bool {
+        self.jobs.iter().filter(|job| job.urgency.is_urgent() && !job.reply.is_closed()).count() == 1
     }
 
     /// Whether work ahead of need for decode position `running` of
@@ -220,7 +230,10 @@ impl DecodePool {
     /// queued is of the video of `decoders`: the process has cores to spare
     /// for it alone.
     pub fn spare_for(&self, decoders: &Arc<Decoders>) -> bool {
-        self.shared.lock().only_for(decoders)
+        let queue = self.shared.lock();
+        !queue.all_threads_busy()
+            && queue.running <= decoders.working()
+            && queue.jobs.iter().all(|job| Arc::ptr_eq(&job.decoders, decoders))
     }
 
     /// Decodes the sample at `position` of the video of `decoders` from
@@ -270,7 +283,7 @@ impl Drop for DecodePool {
 /// One decode thread: takes jobs until the pool stops.
 fn work(shared: &Shared) {
     loop {
-        let (job, checkout, threads) = {
+        let (job, checkout, lends) = {
             let mut queue = shared.lock();
             loop {
                 if queue.stopped {
@@ -292,15 +305,17 @@ fn work(shared: &Shared) {
                 queue = shared.changed.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
         };
-        run(shared, job, checkout, threads);
-        shared.lock().running -= threads;
+        run(shared, job, checkout);
+        let mut queue = shared.lock();
+        let lent = if lends { std::mem::take(&mut queue.lent) } else { 0 };
+        queue.running -= 1 + lent;
+        drop(queue);
         // A decoder came back: a job waiting for one may run now.
         shared.changed.notify_all();
     }
 }
 
-/// Runs `job` on this thread (keeping `threads` of the pool's busy).
-fn run(shared: &Shared, mut job: Job, checkout: Checkout, threads: usize) {
+fn run(shared: &Shared, mut job: Job, checkout: Checkout) {
     let decoders = job.decoders.clone();
     let made = match checkout {
         // A player seeking with other threading than it has is given a decoder threaded so.
@@ -327,7 +342,7 @@ fn run(shared: &Shared, mut job: Job, checkout: Checkout, threads: usize) {
         let by_client = || job.cancel.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed));
         let yields = || {
             let yields = if job.urgency.is_urgent() {
-                started.elapsed() >= SLICE && shared.lock().request_waiting(&decoders, threads > 1)
+                started.elapsed() >= SLICE && shared.lock().other_video_waiting(&decoders)
             } else {
                 shared.lock().urgent_blocked(&decoders, job.position)
             };
@@ -581,23 +596,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_widened_seek_keeps_both_threads_and_gives_them_to_another_video_s_request() {
-        let Some(video) = shared_1080p("a 1080p GOP decode is long enough to interrupt") else { return };
-        let short = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+    async fn a_widened_seek_holds_both_threads_until_a_request_comes_which_starts_at_once() {
+        let Some(video) = shared_1080p("a 1080p GOP decode is long enough to overlap") else { return };
         let pool = DecodePool::start(2).unwrap();
         let (decoders, index, span, works) = open_widened(&video);
-        let (other, _, other_span) = open(&short.path, 1);
-        let gop_end = gop_ends_backwards(&index)[1];
-        let seek = pool.picture(&decoders, (gop_end, true), span, None, Urgency::requested());
+        let ends = gop_ends_backwards(&index);
+        let seek = pool.picture(&decoders, (ends[1], true), span.clone(), None, Urgency::requested());
         while !pool.shared.lock().jobs.is_empty() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         assert_eq!(pool.shared.lock().running, 2, "the widened seek counts as both threads");
-        let request = pool.picture(&other, (3, true), other_span, None, Urgency::requested());
-        let order = finishing_order(vec![("seek", seek), ("other", request)]).await;
-        assert_eq!(order, vec![("other", true), ("seek", true)], "the other video's frame waited for no whole seek");
-        assert!(last_work(&works).widened);
-        assert_eq!(pool.shared.lock().running, 0);
+        // A viewer of the same video asks for a frame of another GOP: it takes
+        // the second thread and decoder at once (pausing the seek at a time
+        // slice would let it take the seek's positioned decoder instead).
+        let request = pool.picture(&decoders, (0, true), span, None, Urgency::requested());
+        let order = finishing_order(vec![("seek", seek), ("request", request)]).await;
+        assert_eq!(order, vec![("request", true), ("seek", true)], "the request waited for the seek");
+        let works = works.lock().unwrap();
+        assert_eq!(works.iter().filter(|work| work.seeked).count(), 2, "no seek was started twice: {works:?}");
+        assert!(works.iter().any(|work| work.widened) && works.iter().any(|work| !work.widened));
+        drop(works);
+        // The threads count themselves out just after answering.
+        for _ in 0..1000 {
+            if pool.shared.lock().running == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let queue = pool.shared.lock();
+        assert_eq!((queue.running, queue.lent), (0, 0), "every thread counted out");
     }
 
     #[tokio::test]
