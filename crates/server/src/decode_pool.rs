@@ -612,10 +612,9 @@ mod tests {
         let request = pool.picture(&decoders, (0, true), span, None, Urgency::requested());
         let order = finishing_order(vec![("seek", seek), ("request", request)]).await;
         assert_eq!(order, vec![("request", true), ("seek", true)], "the request waited for the seek");
-        let works = works.lock().unwrap();
+        let works = works.lock().unwrap().clone();
         assert_eq!(works.iter().filter(|work| work.seeked).count(), 2, "no seek was started twice: {works:?}");
         assert!(works.iter().any(|work| work.widened) && works.iter().any(|work| !work.widened));
-        drop(works);
         // The threads count themselves out just after answering.
         for _ in 0..1000 {
             if pool.shared.lock().running == 0 {
@@ -625,6 +624,43 @@ mod tests {
         }
         let queue = pool.shared.lock();
         assert_eq!((queue.running, queue.lent), (0, 0), "every thread counted out");
+    }
+
+    #[tokio::test]
+    async fn work_asked_for_at_a_lower_rank_waits_behind_a_stream_of_requests_only_for_its_patience() {
+        use futures_util::StreamExt;
+        let busy = testkit::fixtures::generated_named("long_gop.mp4").unwrap();
+        let other = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let pool = Arc::new(DecodePool::start(1).unwrap());
+        let (busy_decoders, busy_index, busy_span) = open(&busy.path, 1);
+        let (decoders, _, span) = open(&other.path, 1);
+        // Requests of another video, several always waiting, until told to stop (20 s at most).
+        let stop = Arc::new(AtomicBool::new(false));
+        let flood = tokio::spawn({
+            let (pool, stop) = (pool.clone(), stop.clone());
+            async move {
+                let frames = busy_index.samples.len() as u32;
+                let mut waiting = futures_util::stream::FuturesUnordered::new();
+                let started = std::time::Instant::now();
+                for n in 0u32.. {
+                    if stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(20) {
+                        break;
+                    }
+                    let position = (n * 97) % frames;
+                    let job = (position, true);
+                    waiting.push(pool.picture(&busy_decoders, job, busy_span.clone(), None, Urgency::requested()));
+                    if waiting.len() >= 4 {
+                        waiting.next().await.unwrap().unwrap();
+                    }
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let strip = pool.picture(&decoders, (3, true), span, None, Urgency::ahead_for(Duration::from_millis(200)));
+        let done = tokio::time::timeout(Duration::from_secs(10), strip).await;
+        stop.store(true, Ordering::Relaxed);
+        flood.await.unwrap();
+        assert!(done.expect("held back by the requests for more than 10 s").is_ok());
     }
 
     #[tokio::test]

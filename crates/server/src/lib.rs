@@ -63,7 +63,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     // First: every series below exists from the first scrape.
     let metrics = metrics::install();
-    let (memory, frame_cache_bytes) = memory_budget::MemoryBudget::new(args.memory_budget(), args.cache_bytes);
+    let budget_bytes = args.memory_budget(); // reads the cgroup files once
+    let (memory, frame_cache_bytes) = memory_budget::MemoryBudget::new(budget_bytes, args.cache_bytes);
     let state = Arc::new(AppState {
         channels: Channels::new(
             storage.clone(),
@@ -89,12 +90,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let reaper = tokio::spawn(close_idle_channels(state.clone()));
     let decoder_reaper = tokio::spawn(release_idle_decoders(state.clone()));
-    let resident = tokio::spawn(allocator::keep_resident_within(state.args.memory_budget()));
+    let resident = tokio::spawn(allocator::keep_resident_within(budget_bytes));
     let readiness = tokio::spawn(state.readiness.clone().watch(storage.clone()));
     let instance = state.args.instance();
     let version = env!("CARGO_PKG_VERSION");
     ::metrics::gauge!(crate::metrics::INSTANCE, "instance" => instance.clone(), "version" => version).set(1.0);
-    tracing::info!(%address, storage = %storage.describe(), instance, memory_budget = state.args.memory_budget(), "listening");
+    tracing::info!(%address, storage = %storage.describe(), instance, memory_budget = budget_bytes, "listening");
     let limits = listener::Limits {
         max_connections: state.args.max_connections,
         header_timeout: std::time::Duration::from_secs(state.args.http_header_timeout_secs),

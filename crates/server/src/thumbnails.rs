@@ -24,6 +24,8 @@ const COLUMNS: u32 = 10;
 const QUALITY: u8 = 75;
 /// Keyframes read and decoded at once (the decode pool spreads them over the cores).
 const AT_ONCE: usize = 8;
+/// How long a strip's decodes give requested frames precedence.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a client asked of a strip, checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,12 +132,17 @@ pub async fn make(channel: &Arc<Channel>, spec: StripSpec) -> Result<Strip, Fram
     let sprite = Arc::new(Mutex::new(sprite));
     let timescale = f64::from(index.timescale.max(1));
     let first_time = index.frame(0).map_or(0, |(_, sample)| sample.time);
+    // Behind every frame a client waits for: a strip is a hover aid, the
+    // picture on screen comes first (a keyframe decode is one sample); but
+    // a client asked for it, so a busy pod's requests hold it back only so long.
+    let urgency = Urgency::ahead_for(PATIENCE);
     let mut decoded = futures_util::stream::iter(frames.iter().copied().enumerate())
-        .map(|(n, frame)| async move {
-            let (position, _) = channel.index.frame(frame).expect("a chosen frame");
-            // Behind every frame a client waits for: a strip is a hover aid,
-            // the picture on screen comes first (a keyframe decode is one sample).
-            (n as u32, frame, channel.decode(position, None, None, Urgency::ahead()).await)
+        .map(|(n, frame)| {
+            let urgency = urgency.clone();
+            async move {
+                let (position, _) = channel.index.frame(frame).expect("a chosen frame");
+                (n as u32, frame, channel.decode(position, None, None, urgency).await)
+            }
         })
         .buffered(AT_ONCE);
     let mut tiles = Vec::with_capacity(frames.len());

@@ -1,7 +1,8 @@
 //! Whether somebody is waiting for a piece of work. Requested frames are
 //! urgent from the start; prefetched ones are not, until a request for the
 //! same frame joins them. The decode thread and the encode slots serve urgent
-//! work first, so work done ahead of need never delays a request.
+//! work first, so work done ahead of need never delays a request; work a
+//! client asked for at a lower rank becomes urgent after a while.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,6 +20,19 @@ impl Urgency {
     /// Work ahead of need (prefetch); it yields to requested work.
     pub fn ahead() -> Self {
         Self(Arc::new(AtomicBool::new(false)))
+    }
+
+    /// Work a client asked for but that gives requested frames precedence
+    /// (a thumbnail strip): ahead of need for `patience`, then urgent, so
+    /// a stream of requests cannot hold it back for ever. Needs a Tokio runtime.
+    pub fn ahead_for(patience: std::time::Duration) -> Self {
+        let urgency = Self::ahead();
+        let raised = urgency.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(patience).await;
+            raised.raise();
+        });
+        urgency
     }
 
     /// A client now waits for this work too: it becomes urgent.
