@@ -16,7 +16,7 @@
 use crate::config::ThreadingPolicy;
 use crate::costs::Costs;
 use crate::decode_pool::DecodePool;
-use crate::decoders::{Decoders, NoMemory, PlayerMemory, Widening, Work};
+use crate::decoders::{long_gops, Decoders, NoMemory, PlayerMemory, Widening, Work};
 use crate::encode_slots::EncodeSlots;
 pub use crate::failure::{Failure, FrameFailure};
 use crate::frame_cache::{FrameCache, FrameKey, Image};
@@ -205,9 +205,12 @@ impl Channel {
             let index = index.clone();
             move |threading| Ok(Player::new(&index, threading, KEPT_PICTURE_BYTES)?.skip_unreferenced(skip_unreferenced))
         };
-        let widening = policy.for_lone_seek(&index.decoder).map(|wide| Widening {
+        let runs = long_gops(&index);
+        let widening = policy.for_lone_reader(&index.decoder).map(|wide| Widening {
             threading: wide,
             extra_bytes: Player::memory_needed(&index, wide, KEPT_PICTURE_BYTES).saturating_sub(player_bytes),
+            seeks: threading == media::Threading::Single,
+            runs,
         });
         let label = crate::metrics::video_label(&text);
         metrics::counter!(VIDEO_OPENS, "video" => label.clone()).increment(1);

@@ -216,8 +216,8 @@ pub enum ThreadingPolicy {
     /// streams get slice threads, one per core up to 4: a lone seek then
     /// uses the idle cores, and under load they add threads but no work
     /// (frame threads would add delay and decode pictures nobody asked
-    /// for). Other streams decode on one thread, and a lone seek is widened
-    /// to frame threads over the idle cores (`for_lone_seek`).
+    /// for). Other streams decode on one thread. A job with the pool to
+    /// itself may be widened to frame threads over the idle cores (`for_lone_reader`).
     Auto { cores: usize, decode_threads: usize },
 }
 
@@ -236,15 +236,16 @@ impl ThreadingPolicy {
 }
 
 impl ThreadingPolicy {
-    /// The threading of a seek of this stream that has the decode pool to
-    /// itself, when it differs from `for_stream`'s: frame threads over the
-    /// cores (up to 4), for a stream that gets neither frame nor slice threads.
-    pub fn for_lone_seek(&self, stream: &media::index::DecoderConfig) -> Option<media::Threading> {
-        let wide = match *self {
-            Self::Auto { cores, .. } if cores >= 2 => media::Threading::Frame(cores.min(4)),
-            _ => return None,
-        };
-        (self.for_stream(stream) == media::Threading::Single).then_some(wide)
+    /// The threading of a job of this stream that has the decode pool to
+    /// itself (`decoders::Widening` says which), when it differs from
+    /// `for_stream`'s: frame threads over the cores (up to 4), for a stream
+    /// whose decoders get none.
+    pub fn for_lone_reader(&self, stream: &media::index::DecoderConfig) -> Option<media::Threading> {
+        match (*self, self.for_stream(stream)) {
+            (_, media::Threading::Frame(_)) => None,
+            (Self::Auto { cores, .. }, _) if cores >= 2 => Some(media::Threading::Frame(cores.min(4))),
+            _ => None,
+        }
     }
 }
 

@@ -16,14 +16,17 @@
 //! a long seek in a 4K video delays another video's frame by about one
 //! sample's decode, not by the whole seek.
 //!
-//! A frame asked for on its own, the only request, with nothing running,
-//! seeks with frame threads over the idle cores (`Decoders::check_out`,
-//! widened): it counts as that many of the pool's threads, so work ahead
-//! of need does not start beside it. A request that comes meanwhile takes
-//! a thread at once: the widened job is counted as one thread again and
+//! A job with the pool to itself (nothing running, no request waiting but
+//! those of its run) may decode with frame threads over the idle cores
+//! (widened, see `decoders.rs`: a lone seek, or a lone reader's playback
+//! in long groups of pictures): it counts as that many of the pool's
+//! threads, so work ahead of need does not start beside it. A request
+//! that comes meanwhile and could start takes a thread at once: the
+//! widened job is counted as one thread again and
 //! its frame threads go on beside that request until its frame (for that
 //! while a thread more than cores; pausing it instead would lose its run
-//! when the request takes its decoder). The next seek under load is narrow.
+//! when the request takes its decoder). Under load the player is narrowed
+//! at its next seek or group of pictures.
 //!
 //! A panic while decoding (a bug meeting a file nobody foresaw) is caught on
 //! the thread: that job is answered with an error, its player is dropped
@@ -82,7 +85,12 @@ impl Queue {
             if self.all_threads_busy() {
                 // A widened job holds this thread's core until a request comes;
                 // then its frame threads go on beside it (for the rest of its seek).
-                if self.lent == 0 || !self.jobs.iter().any(|job| job.urgency.is_urgent() && !job.reply.is_closed()) {
+                let could_run = |job: &Job| {
+                    job.urgency.is_urgent()
+                        && !job.reply.is_closed()
+                        && job.decoders.can_take(job.position, &job.urgency)
+                };
+                if self.lent == 0 || !self.jobs.iter().any(could_run) {
                     return None;
                 }
                 self.running -= std::mem::take(&mut self.lent);
@@ -103,8 +111,8 @@ impl Queue {
             for at in candidates {
                 let at = self.earliest_of_its_run(at);
                 let job = &self.jobs[at];
-                let widen = job.alone && job.urgency.is_urgent() && self.running == 0 && self.only_request();
-                match job.decoders.check_out(job.position, &job.urgency, widen) {
+                let pool_idle = self.running == 0 && self.no_other_request(job);
+                match job.decoders.check_out(job.position, &job.urgency, (job.alone, pool_idle)) {
                     Ok(Some(checkout)) => {
                         let threading = match &checkout {
                             Checkout::Ready(_, threading) | Checkout::MakeNew(threading) => *threading,
@@ -173,9 +181,15 @@ impl Queue {
         self.threads.saturating_sub(self.running)
     }
 
-    /// Whether one request waits in the queue, and no other.
-    fn only_request(&self) -> bool {
-        self.jobs.iter().filter(|job| job.urgency.is_urgent() && !job.reply.is_closed()).count() == 1
+    /// Whether every request waiting is of `job`'s run of decoding (a
+    /// batch's frames; same video and decode start): nobody else waits.
+    fn no_other_request(&self, job: &Job) -> bool {
+        let run = job.decoders.decode_start(job.position);
+        self.jobs.iter().all(|other| {
+            !other.urgency.is_urgent()
+                || other.reply.is_closed()
+                || (Arc::ptr_eq(&other.decoders, &job.decoders) && other.decoders.decode_start(other.position) == run)
+        })
     }
 
     /// Whether work ahead of need for decode position `running` of
@@ -537,9 +551,9 @@ mod tests {
     /// What each job of a video cost, in order.
     type Works = Arc<Mutex<Vec<Work>>>;
 
-    /// Decoders of `path` whose lone seeks may be widened to two frame
-    /// threads, and what each of their jobs cost.
-    fn open_widened(path: &std::path::Path) -> (Arc<Decoders>, Arc<VideoIndex>, Span, Works) {
+    /// Decoders of `path` whose lone seeks (and with `runs`, lone runs) may
+    /// be widened to two frame threads, and what each of their jobs cost.
+    fn open_widened(path: &std::path::Path, runs: bool) -> (Arc<Decoders>, Arc<VideoIndex>, Span, Works) {
         let index = Arc::new(media::probe::index(&FileSource::open(path).unwrap(), &Default::default()).unwrap());
         let span = Span::new(0, std::fs::read(path).unwrap().into());
         let make = {
@@ -550,7 +564,7 @@ mod tests {
         let heard = works.clone();
         let on_work = move |work| heard.lock().unwrap().push(work);
         let first = (make(Threading::Single).unwrap(), player_memory(&plenty_of_memory()));
-        let widening = Widening { threading: Threading::Frame(2), extra_bytes: PLAYER_BYTES };
+        let widening = Widening { threading: Threading::Frame(2), extra_bytes: PLAYER_BYTES, seeks: true, runs };
         let decoders = Decoders::new(index.clone(), first, 2, make, on_work, || false).widened_when_alone(widening);
         (Arc::new(decoders), index, span, works)
     }
@@ -563,7 +577,7 @@ mod tests {
     async fn a_frame_asked_for_alone_with_the_pool_to_itself_seeks_on_frame_threads_else_narrow() {
         let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
         let pool = DecodePool::start(2).unwrap();
-        let (decoders, index, span, works) = open_widened(&video.path);
+        let (decoders, index, span, works) = open_widened(&video.path, false);
         let ends = gop_ends_backwards(&index);
         assert!(ends.len() >= 3, "three GOPs to seek in");
         let requested = |decoders: &Arc<Decoders>, target, alone| {
@@ -596,10 +610,48 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lone_reader_s_run_is_widened_and_under_load_narrowed_where_it_enters_the_next_gop() {
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let pool = DecodePool::start(2).unwrap();
+        let (decoders, index, span, works) = open_widened(&video.path, true);
+        let next_irap = (1..index.samples.len()).find(|&at| index.samples[at].keyframe).unwrap() as u32;
+        let among_others =
+            |target: u32| pool.picture(&decoders, (target, false), span.clone(), None, Urgency::requested());
+
+        among_others(1).await.unwrap();
+        let work = last_work(&works);
+        assert!(work.seeked && work.widened, "a lone reader's run: {work:?}");
+
+        // Another video's long seeks keep a thread busy (one decoder: one after the other).
+        let (busy, busy_index, busy_span) = open(&video_with_long_decodes(), 1);
+        let ends = gop_ends_backwards(&busy_index);
+        let load: Vec<_> = (ends.iter().take(3))
+            .map(|&end| pool.picture(&busy, (end, true), busy_span.clone(), None, Urgency::requested()))
+            .collect();
+        while pool.shared.lock().running == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // In its group of pictures the widened player goes on; the next group is decoded narrow.
+        among_others(next_irap - 1).await.unwrap(); // its GOP's last: the player is at the next IRAP
+        let work = last_work(&works);
+        assert!(!work.seeked && work.widened, "within its GOP: {work:?}");
+        // (Its leading pictures decode from the IRAP before: still the run's.)
+        let trailing = (next_irap..).find(|&at| index.sample(at).decode_from == next_irap).unwrap();
+        let picture = among_others(trailing).await.unwrap();
+        assert_eq!(picture.pts(), Some(index.sample(trailing).pts));
+        let work = last_work(&works);
+        assert!(work.seeked && !work.widened, "into the next GOP under load: {work:?}");
+        assert!(pool.shared.lock().running > 0, "the load lasted");
+        for job in load {
+            job.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
     async fn a_widened_seek_holds_both_threads_until_a_request_comes_which_starts_at_once() {
         let Some(video) = shared_1080p("a 1080p GOP decode is long enough to overlap") else { return };
         let pool = DecodePool::start(2).unwrap();
-        let (decoders, index, span, works) = open_widened(&video);
+        let (decoders, index, span, works) = open_widened(&video, false);
         let ends = gop_ends_backwards(&index);
         let seek = pool.picture(&decoders, (ends[1], true), span.clone(), None, Urgency::requested());
         while !pool.shared.lock().jobs.is_empty() {

@@ -21,10 +21,13 @@
 //! players of any video to make room.
 //!
 //! Players are narrow (one thread, or slice threads: a decode thread per
-//! core never oversubscribes), except that a seek the pool would otherwise
+//! core never oversubscribes), except that a job the pool would otherwise
 //! leave cores idle beside may be widened (`Widening`: frame threads over
-//! them, when its memory is free as things are); the next seek the pool
-//! does not widen narrows the player again.
+//! them, when their memory is free as things are): a frame asked for on
+//! its own of a stream without wavefronts, or playback in groups of
+//! pictures too long for the next one to be decoded beside. A widened
+//! player goes on while positioned; under load it is narrowed at its next
+//! seek, or where its run enters the next group of pictures.
 //!
 //! A player that panicked is dropped, never reused. If a new player cannot
 //! be made, the video reports itself broken and is reopened.
@@ -80,6 +83,29 @@ pub struct Widening {
     pub threading: Threading,
     /// What such a player holds beyond a narrow one.
     pub extra_bytes: u64,
+    /// Whether a frame asked for on its own is widened (a stream without
+    /// wavefronts: slice threads already spread the others' pictures, and
+    /// seek quicker than frame threads).
+    pub seeks: bool,
+    /// Whether frames among others (playback, batches) are widened: the
+    /// stream's groups of pictures are long (`long_gops`), so a reader's
+    /// next one is rarely decoded beside the current one.
+    pub runs: bool,
+}
+
+/// Samples per keyframe from which a stream's groups of pictures count as
+/// long: x265's and x264's default 250; 1-2 s GOPs are decoded side by side.
+const LONG_GOP_SAMPLES: usize = 64;
+
+/// Samples a run may have fed and still restart widened when playback
+/// starts there (its first frame was a narrow seek): re-decoding them costs
+/// less than a long group of pictures on one core.
+const YOUNG_RUN_SAMPLES: u32 = 8;
+
+/// Whether `index`'s groups of pictures are long on average (`Widening::runs`).
+pub fn long_gops(index: &VideoIndex) -> bool {
+    let keyframes = index.samples.iter().filter(|sample| sample.keyframe).count();
+    index.samples.len() >= LONG_GOP_SAMPLES.saturating_mul(keyframes.max(1))
 }
 
 pub struct Decoders {
@@ -292,14 +318,47 @@ impl Decoders {
     /// Takes the best player for decode position `target` (see the module
     /// header), or a slot to make one with its memory reserved; `Ok(None)`
     /// when all are out, `NoMemory` when a new one would not fit now. A
-    /// player that seeks for the job is widened when `widen` (the pool has
-    /// idle cores for it alone) and its extra memory is free, else narrow.
-    pub fn check_out(&self, target: u32, urgency: &Urgency, widen: bool) -> Result<Option<Checkout>, NoMemory> {
+    /// player that seeks for the job is widened when the pool has nothing
+    /// else to do (`pool_idle`), the job is of a kind `Widening` widens
+    /// (`alone`: asked for on its own) and the extra memory is free, else
+    /// narrow.
+    pub fn check_out(
+        &self,
+        target: u32,
+        urgency: &Urgency,
+        (alone, pool_idle): (bool, bool),
+    ) -> Result<Option<Checkout>, NoMemory> {
+        let widen = pool_idle
+            && self.widening.is_some_and(|widening| match (alone, urgency.is_urgent()) {
+                (true, true) => widening.seeks,
+                (true, false) => false, // a thumbnail's keyframe: one picture, nothing to spread
+                (false, _) => widening.runs,
+            });
         let mut state = self.lock();
         let seek_start = self.decode_start(target).unwrap_or(target);
+        // Under load a widened player does not take its frame threads into
+        // the next group of pictures: the job seeks there narrow. A lone
+        // reader's playback does not go on with a narrow player that has just
+        // begun its run (a seek of a wavefront stream): it restarts widened.
+        let narrow = |player: &Player| self.threads_used(player.threading()) == 1;
+        let young = |player: &Player| {
+            let (Some(start), Some(next)) = (player.run_start(), player.next_to_feed()) else { return false };
+            next.saturating_sub(start) <= YOUNG_RUN_SAMPLES
+        };
+        let threaded_right = |player: &Player| {
+            if player.holds(&self.index, target) {
+                return true;
+            }
+            match (widen, narrow(player)) {
+                (false, false) => player.run_start().is_some_and(|run| seek_start <= run),
+                (true, true) => alone || !young(player),
+                _ => true,
+            }
+        };
         // Of the players positioned for it, the one with the least left to decode.
         let positioned = (state.idle.iter().enumerate())
             .filter_map(|(at, idle)| Some((at, idle.player.samples_to(&self.index, target)?, &idle.player)))
+            .filter(|&(_, _, player)| threaded_right(player))
             .filter(|&(_, _, player)| urgency.is_urgent() || !self.runs_over_leading_pictures(player, target))
             .min_by_key(|&(_, left, _)| left)
             .map(|(at, _, _)| at);
