@@ -83,8 +83,9 @@ pub struct ServeArgs {
     /// leave (frame threads, up to 4), so decoding never oversubscribes the
     /// cores; with the default decode threads, decoders of wavefront (WPP)
     /// streams get slice threads, one per core up to 4 (a lone seek uses
-    /// the idle cores), others are single-threaded except for a seek that
-    /// has the decode threads to itself (frame threads over the idle cores).
+    /// the idle cores), others are single-threaded; a lone seek, or a lone
+    /// reader's playback in long GOPs, that has the decode threads to
+    /// itself gets frame threads over the idle cores.
     #[arg(long, env = "DECODER_THREADING", default_value = "auto")]
     pub decoder_threading: DecoderThreading,
 
