@@ -234,11 +234,8 @@ impl Channel {
             move || costs.decoding_holds_back(encoders)
         };
         let limit = shared.decoders_per_video;
-        let mut decoders =
-            Decoders::new(index.clone(), (player, player_memory), limit, make, on_work, side_by_side_pays);
-        if let Some(widening) = widening {
-            decoders = decoders.widened_when_alone(widening);
-        }
+        let decoders = Decoders::new(index.clone(), (player, player_memory), limit, make, on_work, side_by_side_pays)
+            .widened_when_alone(widening);
         Ok(Self {
             id,
             url: storage.url_of(&path),

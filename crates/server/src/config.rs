@@ -234,9 +234,7 @@ impl ThreadingPolicy {
             },
         }
     }
-}
 
-impl ThreadingPolicy {
     /// The threading of a job of this stream that has the decode pool to
     /// itself (`decoders::Widening` says which), when it differs from
     /// `for_stream`'s: frame threads over the cores (up to 4), for a stream

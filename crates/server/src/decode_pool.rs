@@ -58,6 +58,13 @@ struct Job {
     _counted: InProgress,
 }
 
+impl Job {
+    /// Whether a client waits for this job and its video could start it now.
+    fn request_that_could_start(&self) -> bool {
+        self.urgency.is_urgent() && !self.reply.is_closed() && self.decoders.can_take(self.position, &self.urgency)
+    }
+}
+
 /// How long a requested job decodes before it lets another video's waiting request have its thread.
 const SLICE: std::time::Duration = std::time::Duration::from_millis(40);
 
@@ -85,12 +92,7 @@ impl Queue {
             if self.all_threads_busy() {
                 // A widened job holds this thread's core until a request comes;
                 // then its frame threads go on beside it (for the rest of its seek).
-                let could_run = |job: &Job| {
-                    job.urgency.is_urgent()
-                        && !job.reply.is_closed()
-                        && job.decoders.can_take(job.position, &job.urgency)
-                };
-                if self.lent == 0 || !self.jobs.iter().any(could_run) {
+                if self.lent == 0 || !self.jobs.iter().any(Job::request_that_could_start) {
                     return None;
                 }
                 self.running -= std::mem::take(&mut self.lent);
@@ -124,7 +126,7 @@ impl Queue {
                         if lends {
                             self.lent = threads - 1;
                         }
-                        self.running += 1 + self.lent * usize::from(lends);
+                        self.running += if lends { threads } else { 1 };
                         return self.jobs.remove(at).map(|job| (job, checkout, lends));
                     }
                     Ok(None) => {}
@@ -164,12 +166,7 @@ impl Queue {
     /// thread (none idle) and could run.
     fn other_video_waiting(&self, decoders: &Arc<Decoders>) -> bool {
         self.all_threads_busy()
-            && self.jobs.iter().any(|job| {
-                job.urgency.is_urgent()
-                    && !job.reply.is_closed()
-                    && !Arc::ptr_eq(&job.decoders, decoders)
-                    && job.decoders.can_take(job.position, &job.urgency)
-            })
+            && self.jobs.iter().any(|job| !Arc::ptr_eq(&job.decoders, decoders) && job.request_that_could_start())
     }
 
     /// Whether every thread has a job (a thread between two jobs does not).
@@ -447,14 +444,30 @@ mod tests {
         budget: &Arc<MemoryBudget>,
         side_by_side: impl Fn() -> bool + Send + Sync + 'static,
     ) -> (Arc<Decoders>, Arc<VideoIndex>, Span) {
+        let (index, span) = indexed(path);
+        (Arc::new(decoders_of(&index, limit, budget, |_| {}, side_by_side)), index, span)
+    }
+
+    /// The index of a file, and a span of all of it.
+    fn indexed(path: &std::path::Path) -> (Arc<VideoIndex>, Span) {
         let index = Arc::new(media::probe::index(&FileSource::open(path).unwrap(), &Default::default()).unwrap());
-        let span = Span::new(0, std::fs::read(path).unwrap().into());
+        (index, Span::new(0, std::fs::read(path).unwrap().into()))
+    }
+
+    /// Up to `limit` decoders of `index`, each reserving `PLAYER_BYTES` of `budget`.
+    fn decoders_of(
+        index: &Arc<VideoIndex>,
+        limit: usize,
+        budget: &Arc<MemoryBudget>,
+        on_work: impl Fn(Work) + Send + Sync + 'static,
+        side_by_side: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Decoders {
         let make = {
             let index = index.clone();
             move |threads| Player::new(&index, threads, 24 << 20)
         };
         let first = (make(Threading::Single).unwrap(), player_memory(budget));
-        (Arc::new(Decoders::new(index.clone(), first, limit, make, |_| {}, side_by_side)), index, span)
+        Decoders::new(index.clone(), first, limit, make, on_work, side_by_side)
     }
 
     const PLAYER_BYTES: u64 = 1000;
@@ -554,18 +567,22 @@ mod tests {
     /// Decoders of `path` whose lone seeks (and with `runs`, lone runs) may
     /// be widened to two frame threads, and what each of their jobs cost.
     fn open_widened(path: &std::path::Path, runs: bool) -> (Arc<Decoders>, Arc<VideoIndex>, Span, Works) {
-        let index = Arc::new(media::probe::index(&FileSource::open(path).unwrap(), &Default::default()).unwrap());
-        let span = Span::new(0, std::fs::read(path).unwrap().into());
-        let make = {
-            let index = index.clone();
-            move |threads| Player::new(&index, threads, 24 << 20)
-        };
+        open_widened_within(path, runs, &plenty_of_memory(), PLAYER_BYTES)
+    }
+
+    /// `open_widened` within `budget`, a widened player needing `extra_bytes` more.
+    fn open_widened_within(
+        path: &std::path::Path,
+        runs: bool,
+        budget: &Arc<MemoryBudget>,
+        extra_bytes: u64,
+    ) -> (Arc<Decoders>, Arc<VideoIndex>, Span, Works) {
+        let (index, span) = indexed(path);
         let works = Arc::new(Mutex::new(Vec::new()));
         let heard = works.clone();
         let on_work = move |work| heard.lock().unwrap().push(work);
-        let first = (make(Threading::Single).unwrap(), player_memory(&plenty_of_memory()));
-        let widening = Widening { threading: Threading::Frame(2), extra_bytes: PLAYER_BYTES, seeks: true, runs };
-        let decoders = Decoders::new(index.clone(), first, 2, make, on_work, || false).widened_when_alone(widening);
+        let widening = Widening { threading: Threading::Frame(2), extra_bytes, seeks: true, runs };
+        let decoders = decoders_of(&index, 2, budget, on_work, || false).widened_when_alone(Some(widening));
         (Arc::new(decoders), index, span, works)
     }
 
@@ -607,6 +624,23 @@ mod tests {
         let work = last_work(&works);
         assert!(work.seeked && !work.widened, "{work:?}");
         busy.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_seek_whose_wider_decoder_does_not_fit_the_budget_is_decoded_narrow_and_takes_nothing_more() {
+        let video = testkit::fixtures::generated_named("open_gop_bframes.mp4").unwrap();
+        let pool = DecodePool::start(2).unwrap();
+        let budget = MemoryBudget::new(4 * PLAYER_BYTES, 0).0;
+        // What a crafted stream's size could make of the extra memory: more than any budget, held + it wraps.
+        for extra_bytes in [3 * PLAYER_BYTES + 1, u64::MAX] {
+            let (decoders, index, span, works) = open_widened_within(&video.path, false, &budget, extra_bytes);
+            let target = gop_ends_backwards(&index)[0];
+            let picture = pool.picture(&decoders, (target, true), span, None, Urgency::requested()).await.unwrap();
+            assert_eq!(picture.pts(), Some(index.sample(target).pts));
+            let work = last_work(&works);
+            assert!(work.seeked && !work.widened, "{extra_bytes} more bytes: {work:?}");
+            assert_eq!(budget.held(), PLAYER_BYTES, "only the narrow player's reservation is held");
+        }
     }
 
     #[tokio::test]
@@ -820,18 +854,13 @@ mod tests {
     /// number of seeks their jobs made.
     fn counting_seeks(index: &Arc<VideoIndex>) -> (Arc<Decoders>, Arc<std::sync::atomic::AtomicUsize>) {
         let seeks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let make = {
-            let index = index.clone();
-            move |threads| Player::new(&index, threads, 24 << 20)
-        };
         let counted = seeks.clone();
         let on_work = move |work: Work| {
             if work.seeked {
                 counted.fetch_add(1, Ordering::Relaxed);
             }
         };
-        let first = (make(Threading::Single).unwrap(), player_memory(&plenty_of_memory()));
-        (Arc::new(Decoders::new(index.clone(), first, 2, make, on_work, || false)), seeks)
+        (Arc::new(decoders_of(index, 2, &plenty_of_memory(), on_work, || false)), seeks)
     }
 
     #[tokio::test]

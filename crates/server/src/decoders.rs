@@ -75,9 +75,8 @@ type OnWork = dyn Fn(Work) + Send + Sync;
 #[error("no memory for another decoder: the memory budget is full of decoders and bytes in use")]
 pub struct NoMemory;
 
-/// How a seek with idle cores beside it is decoded: frame threads over them
-/// (a stream without wavefronts gains nothing from slice threads, and one
-/// thread leaves the cores idle).
+/// How a job with idle cores beside it is decoded: frame threads over them
+/// (one thread leaves the cores idle), for the kinds of job it names.
 #[derive(Debug, Clone, Copy)]
 pub struct Widening {
     pub threading: Threading,
@@ -216,17 +215,22 @@ impl Decoders {
         }
     }
 
-    /// Lets seeks with idle cores beside them be decoded as `widening` says.
-    pub fn widened_when_alone(mut self, widening: Widening) -> Self {
-        self.widening = Some(widening);
+    /// Lets jobs with idle cores beside them be decoded as `widening` says (none: never).
+    pub fn widened_when_alone(mut self, widening: Option<Widening>) -> Self {
+        self.widening = widening;
         self
+    }
+
+    /// Whether a player decoding with `threading` is widened.
+    pub fn is_wide(&self, threading: Threading) -> bool {
+        self.widening.is_some_and(|widening| widening.threading == threading)
     }
 
     /// How many of the pool's threads a job decoding with `threading` keeps
     /// busy: a widened player's frame threads, else one.
     pub fn threads_used(&self, threading: Threading) -> usize {
-        match (self.widening, threading) {
-            (Some(widening), Threading::Frame(count)) if widening.threading == threading => count,
+        match threading {
+            Threading::Frame(count) if self.is_wide(threading) => count,
             _ => 1,
         }
     }
@@ -340,7 +344,6 @@ impl Decoders {
         // the next group of pictures: the job seeks there narrow. A lone
         // reader's playback does not go on with a narrow player that has just
         // begun its run (a seek of a wavefront stream): it restarts widened.
-        let narrow = |player: &Player| self.threads_used(player.threading()) == 1;
         let young = |player: &Player| {
             let (Some(start), Some(next)) = (player.run_start(), player.next_to_feed()) else { return false };
             next.saturating_sub(start) <= YOUNG_RUN_SAMPLES
@@ -349,9 +352,9 @@ impl Decoders {
             if player.holds(&self.index, target) {
                 return true;
             }
-            match (widen, narrow(player)) {
-                (false, false) => player.run_start().is_some_and(|run| seek_start <= run),
-                (true, true) => alone || !young(player),
+            match (widen, self.is_wide(player.threading())) {
+                (false, true) => player.run_start().is_some_and(|run| seek_start <= run),
+                (true, false) => alone || !young(player),
                 _ => true,
             }
         };
@@ -456,7 +459,7 @@ impl Decoders {
         let mut state = self.lock();
         if let Some(working) = Self::done(&mut state, target) {
             // A player narrowed back gives its extra memory back.
-            let wide_memory = working.wide_memory.filter(|_| player.threading() != self.narrow);
+            let wide_memory = working.wide_memory.filter(|_| self.is_wide(player.threading()));
             let memory = working.memory;
             state.idle.push(Idle { player, last_used: Instant::now(), memory, wide_memory, resumes });
         }
